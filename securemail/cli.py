@@ -1,0 +1,276 @@
+"""The ``securemail`` command: thin argument parsing over the recipes.
+
+Input and output are whole RFC 5322 messages (``-i``/``-o``, default stdin/stdout), so
+commands compose in pipes: ``securemail sign ... | securemail encrypt ...`` signs then
+encrypts. Every failure prints one line to stderr and exits non-zero; there are no
+tracebacks (set ``SECUREMAIL_DEBUG=1`` to see one when reporting a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from . import wire
+from .compose import MessageBuilder
+from .errors import SecureMailError
+from .keys import Identity, Recipient, load_certificate, load_certificates, load_identity
+from .policy import DEFAULT, ContentCipher, DigestAlgorithm, KeyTransport, Policy, SignatureMode
+from .results import SignatureStatus
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"securemail: {message} (see securemail --help)\n")
+
+
+def _read_input(path: str | None) -> bytes:
+    if path is None or path == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def _write_output(path: str | None, data: bytes) -> None:
+    if path is None or path == "-":
+        out: BinaryIO = sys.stdout.buffer
+        out.write(data)
+        out.flush()
+        return
+    Path(path).write_bytes(data)
+
+
+def _note(text: str) -> None:
+    print(f"securemail: {text}", file=sys.stderr)
+
+
+def _password(args: argparse.Namespace) -> bytes | None:
+    if getattr(args, "password_file", None):
+        data = Path(args.password_file).read_bytes()
+        return data.rstrip(b"\r\n")
+    return None
+
+
+def _identity(args: argparse.Namespace) -> Identity:
+    return load_identity(args.key, args.cert, password=_password(args), chain=args.chain)
+
+
+def _require_smime(args: argparse.Namespace) -> None:
+    if getattr(args, "pgp", False):
+        raise SecureMailError("PGP/MIME is not available in this version; use --smime")
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def _cmd_compose(args: argparse.Namespace) -> int:
+    builder = MessageBuilder().from_addr(args.from_addr).to(*args.to)
+    if args.cc:
+        builder = builder.cc(*args.cc)
+    if args.subject is not None:
+        builder = builder.subject(args.subject)
+    if args.text is not None:
+        builder = builder.text(args.text)
+    elif args.text_file:
+        builder = builder.text(Path(args.text_file).read_text(encoding="utf-8"))
+    if args.html_file:
+        builder = builder.html(Path(args.html_file).read_text(encoding="utf-8"))
+    for path in args.attach or ():
+        builder = builder.attach(Path(path))
+    _write_output(args.output, wire.to_bytes(builder.build()))
+    return EXIT_OK
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    changes: dict[str, object] = {}
+    if getattr(args, "cipher", None):
+        changes["content_cipher"] = ContentCipher(args.cipher)
+    if getattr(args, "key_transport", None):
+        changes["key_transport"] = KeyTransport(args.key_transport)
+    if getattr(args, "opaque", False):
+        changes["signature_mode"] = SignatureMode.OPAQUE
+    if getattr(args, "digest", None):
+        changes["digest"] = DigestAlgorithm(args.digest)
+    if getattr(args, "chain", None):
+        changes["include_chain"] = True
+    if getattr(args, "allow_weak", False):
+        changes["allow_weak_algorithms"] = True
+    if getattr(args, "require_authenticated", False):
+        changes["require_authenticated_encryption"] = True
+    return DEFAULT.clone(**changes)
+
+
+def _cmd_encrypt(args: argparse.Namespace) -> int:
+    from .smime import encrypt
+
+    _require_smime(args)
+    recipients = [Recipient.load(path) for path in args.recipient_cert]
+    signer = _identity(args) if args.key else None
+    trust = [c for path in args.trust for c in load_certificates(path)] if args.trust else None
+    protected = encrypt(
+        _read_input(args.input), recipients, signer=signer, policy=_policy(args), trust=trust
+    )
+    _write_output(args.output, protected.as_bytes())
+    return EXIT_OK
+
+
+def _cmd_decrypt(args: argparse.Namespace) -> int:
+    from .smime import decrypt
+
+    _require_smime(args)
+    result = decrypt(_read_input(args.input), _identity(args), policy=_policy(args))
+    _write_output(args.output, result.data)
+    if not result.authenticated:
+        _note(
+            f"warning: {result.content_cipher} has no integrity protection; "
+            "trust the content only if a signature inside verifies"
+        )
+    return EXIT_OK
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    from .smime import sign
+
+    _require_smime(args)
+    protected = sign(_read_input(args.input), _identity(args), policy=_policy(args))
+    _write_output(args.output, protected.as_bytes())
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .smime import verify
+
+    _require_smime(args)
+    trust = [c for path in args.trust for c in load_certificates(path)]
+    extra = [load_certificate(path) for path in args.cert or ()]
+    result = verify(_read_input(args.input), trust=trust, policy=_policy(args), certificates=extra)
+    if result.data is not None and result.status is not SignatureStatus.NOT_CHECKED:
+        _write_output(args.output, result.data)
+    if result.verified:
+        subject = result.certificate.subject.rfc4514_string() if result.certificate else ""
+        _note(f"verified: signed by {result.signer} ({subject})")
+        return EXIT_OK
+    _note(f"NOT verified ({result.status.value}): {result.reason}")
+    return EXIT_FAILED
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(print_line=print)
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+
+def _io(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", metavar="IN", help="input message (default: stdin)")
+    parser.add_argument("-o", "--output", metavar="OUT", help="output (default: stdout)")
+
+
+def _format(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--smime", action="store_true", help="S/MIME (the default)")
+    group.add_argument("--pgp", action="store_true", help="PGP/MIME")
+
+
+def _key_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--key", required=required, metavar="KEY", help="private key (PEM) or PKCS#12 file"
+    )
+    parser.add_argument("--cert", metavar="CERT", help="certificate (PEM/DER) for --key")
+    parser.add_argument("--chain", metavar="PEM", help="intermediate certificates to include")
+    parser.add_argument("--password-file", metavar="F", help="password for an encrypted key")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="securemail", description="Message-level email encryption.")
+    parser.add_argument("--version", action="version", version="securemail 0.1.0")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("compose", help="build a MIME message")
+    p.add_argument("--from", dest="from_addr", required=True, metavar="ADDR")
+    p.add_argument("--to", action="append", required=True, metavar="ADDR")
+    p.add_argument("--cc", action="append", metavar="ADDR")
+    p.add_argument("--subject", metavar="S")
+    body = p.add_mutually_exclusive_group()
+    body.add_argument("--text", metavar="T")
+    body.add_argument("--text-file", metavar="F")
+    p.add_argument("--html-file", metavar="F")
+    p.add_argument("--attach", action="append", metavar="PATH")
+    p.add_argument("-o", "--output", metavar="OUT", help="output (default: stdout)")
+    p.set_defaults(func=_cmd_compose)
+
+    p = sub.add_parser("encrypt", help="encrypt a message (sign first with --key)")
+    _format(p)
+    p.add_argument("--recipient-cert", action="append", required=True, metavar="PEM")
+    p.add_argument("--cipher", choices=[c.value for c in ContentCipher])
+    p.add_argument("--key-transport", choices=[k.value for k in KeyTransport])
+    p.add_argument("--trust", action="append", metavar="CA_PEM", help="require recipient chains")
+    _key_options(p, required=False)
+    _io(p)
+    p.set_defaults(func=_cmd_encrypt)
+
+    p = sub.add_parser("decrypt", help="decrypt a message")
+    _format(p)
+    _key_options(p, required=True)
+    p.add_argument("--require-authenticated", action="store_true", help="refuse CBC content")
+    _io(p)
+    p.set_defaults(func=_cmd_decrypt)
+
+    p = sub.add_parser("sign", help="sign a message")
+    _format(p)
+    _key_options(p, required=True)
+    p.add_argument("--opaque", action="store_true", help="opaque signed-data instead of detached")
+    p.add_argument("--digest", choices=[d.value for d in DigestAlgorithm])
+    _io(p)
+    p.set_defaults(func=_cmd_sign)
+
+    p = sub.add_parser("verify", help="verify a signed message (exit 0 only if verified)")
+    _format(p)
+    p.add_argument("--trust", action="append", required=True, metavar="CA_PEM")
+    p.add_argument("--cert", action="append", metavar="PEM", help="extra certificates")
+    p.add_argument("--allow-weak", action="store_true", help="accept SHA-1 signatures")
+    _io(p)
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("demo", help="run the whole flow on throwaway keys")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return command(args)
+    except SecureMailError as exc:
+        _note(f"error: {exc}")
+        return EXIT_FAILED
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _note(f"error: {exc.strerror or type(exc).__name__}{where}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("SECUREMAIL_DEBUG"):
+            raise
+        _note(f"internal error ({type(exc).__name__}); rerun with SECUREMAIL_DEBUG=1 and report it")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

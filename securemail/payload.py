@@ -1,0 +1,226 @@
+"""Between a message and its protection: the payload to sign or encrypt, and back again.
+
+Outbound, :func:`prepare` splits a message into the header fields that stay outside and the
+MIME entity that gets protected, canonicalized for signing (CRLF, 7-bit). With header
+protection (RFC 9788) the entity also carries copies of the header fields and an ``hp``
+parameter, and an encrypted message shows only an obscured Subject outside; ``HP-Outer``
+fields inside record what was visible.
+
+Inbound, :func:`restore` puts a decrypted or verified entity back under its headers,
+preferring the protected copies (RFC 9788, and the older ``protected-headers="v1"`` that
+Thunderbird, Enigmail and Autocrypt clients write).
+
+S/MIME and PGP/MIME share this module: only the cryptographic wrapper differs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from email.message import EmailMessage, Message
+
+from . import wire
+from .compose import envelope_recipients, envelope_sender
+from .errors import MalformedMessageError
+from .headers import check_header_value, verify_header_names
+from .policy import Policy
+from .results import ProtectedMessage
+
+__all__ = ["Prepared", "is_protected_entity", "prepare", "restore"]
+
+# Fields never copied into the protected payload: the envelope and what MTAs add.
+_NOT_PROTECTED = frozenset(
+    {
+        "bcc",
+        "resent-bcc",
+        "received",
+        "return-path",
+        "dkim-signature",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+        "authentication-results",
+        "delivered-to",
+        "x-original-to",
+    }
+)
+_PROTECTED_TYPES = frozenset(
+    {
+        "multipart/signed",
+        "multipart/encrypted",
+        "application/pkcs7-mime",
+        "application/x-pkcs7-mime",
+    }
+)
+MessageInput = EmailMessage | Message | bytes | ProtectedMessage
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """``outer`` header bytes (folded, CRLF, without Content-* and MIME-Version) and the
+    canonical ``entity`` bytes to sign or encrypt, plus the SMTP envelope."""
+
+    outer: bytes
+    outer_names: tuple[str, ...]
+    entity: bytes
+    mail_from: str | None
+    recipients: tuple[str, ...]
+
+
+def _is_content_field(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.startswith("content-") or lowered == "mime-version"
+
+
+def is_protected_entity(content_type: str) -> bool:
+    return content_type.lower() in _PROTECTED_TYPES
+
+
+def prepare(source: MessageInput, policy: Policy, *, encrypting: bool) -> Prepared:
+    """Split ``source`` into outer header fields and the protected entity.
+
+    A message whose body is already signed or encrypted (``sign | encrypt``) is wrapped as
+    it is: its entity bytes are taken verbatim, because regenerating them would break the
+    inner signature.
+    """
+    if isinstance(source, ProtectedMessage):
+        return _prepare_raw(source.data, source.mail_from, source.recipients, policy, encrypting)
+    if isinstance(source, bytes | bytearray):
+        data = wire.canonicalize(bytes(source))
+        parsed = wire.parse(data)
+        if is_protected_entity(parsed.get_content_type()):
+            return _prepare_raw(
+                data, envelope_sender(parsed), envelope_recipients(parsed), policy, encrypting
+            )
+        source = parsed
+    if not isinstance(source, EmailMessage):
+        source = wire.parse(source.as_bytes())
+    return _prepare_message(source, policy, encrypting)
+
+
+def _outer_fields(
+    items: list[tuple[str, str]], policy: Policy, encrypting: bool
+) -> list[tuple[str, str]]:
+    obscure = encrypting and policy.header_protection
+    return [
+        (name, policy.obscured_subject if obscure and name.lower() == "subject" else value)
+        for name, value in items
+        if name.lower() not in ("bcc", "resent-bcc")
+    ]
+
+
+def _prepare_message(message: EmailMessage, policy: Policy, encrypting: bool) -> Prepared:
+    headers = [(name, str(value)) for name, value in message.items() if not _is_content_field(name)]
+    for name, value in headers:
+        check_header_value(name, value)
+    outer = _outer_fields(headers, policy, encrypting)
+    entity = copy.deepcopy(message)
+    content_items = [(n, v) for n, v in entity.items() if _is_content_field(n)]
+    for name in set(entity.keys()):
+        del entity[name]
+    if policy.header_protection:
+        for name, value in headers:
+            if name.lower() not in _NOT_PROTECTED:
+                entity[name] = value
+        if encrypting:
+            for name, value in outer:
+                entity["HP-Outer"] = f"{name}: {value}"
+    for name, value in content_items:
+        if name.lower() != "mime-version":
+            entity[name] = value
+    if policy.header_protection:
+        entity.set_param("hp", "cipher" if encrypting else "clear")
+    entity = wire.seven_bit(entity)
+    entity_bytes = wire.to_bytes(entity)
+    outer_bytes = b"".join(wire.fold_field(n, v) for n, v in outer)
+    return Prepared(
+        outer=outer_bytes,
+        outer_names=tuple(n for n, _ in outer),
+        entity=entity_bytes,
+        mail_from=envelope_sender(message),
+        recipients=envelope_recipients(message),
+    )
+
+
+def _prepare_raw(
+    data: bytes,
+    mail_from: str | None,
+    recipients: tuple[str, ...],
+    policy: Policy,
+    encrypting: bool,
+) -> Prepared:
+    raw = wire.split_entity(wire.canonicalize(data))
+    content = [f for f in raw.content_fields if f.name.lower() != "mime-version"]
+    if not content:
+        raise MalformedMessageError("the message has no Content-Type")
+    outer_raw = []
+    names = []
+    for field in raw.other_fields:
+        lowered = field.name.lower()
+        if lowered in ("bcc", "resent-bcc"):
+            continue
+        if encrypting and policy.header_protection and lowered == "subject":
+            outer_raw.append(wire.fold_field(field.name, policy.obscured_subject))
+        else:
+            outer_raw.append(field.raw)
+        names.append(field.name)
+    return Prepared(
+        outer=b"".join(outer_raw),
+        outer_names=tuple(names),
+        entity=raw.header_bytes(content) + wire.CRLF + raw.body,
+        mail_from=mail_from,
+        recipients=recipients,
+    )
+
+
+def assemble(prepared: Prepared, content_fields: list[tuple[str, str]], body: bytes) -> bytes:
+    """The outgoing message: outer fields, MIME-Version, new Content-* fields, body.
+
+    The generated header block is re-parsed and its field names compared with the ones
+    meant (:func:`securemail.headers.verify_header_names`).
+    """
+    fields = [("MIME-Version", "1.0"), *content_fields]
+    header = prepared.outer + b"".join(wire.fold_field(n, v) for n, v in fields)
+    data = header + wire.CRLF + body
+    verify_header_names(data, [*prepared.outer_names, *(n for n, _ in fields)])
+    return data
+
+
+# --- inbound ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    data: bytes
+    protected_headers: tuple[str, ...]
+    content_type: str
+
+
+def restore(outer: wire.RawEntity, inner: wire.RawEntity) -> Restored:
+    """The message as its sender wrote it: ``inner``'s entity under the right headers.
+
+    With header protection the inner copies win and outer fields of the same name are
+    dropped (an attacker can rewrite outer headers but not the protected ones); fields only
+    present outside (Received, ...) are kept. Without it, the outer fields are used.
+    """
+    content_type, params = inner.content_type
+    protected_mode = params.get("hp") in ("cipher", "clear") or (
+        params.get("protected-headers") == "v1"
+    )
+    inner_other = [f for f in inner.other_fields if f.name.lower() != "hp-outer"]
+    if protected_mode and inner_other:
+        names = {f.name.lower() for f in inner_other}
+        kept = [f for f in outer.other_fields if f.name.lower() not in names]
+        fields = [*inner_other, *kept]
+        protected = tuple(f.name for f in inner_other)
+    else:
+        fields = list(outer.other_fields)
+        protected = ()
+    content = [f for f in inner.content_fields if f.name.lower() != "mime-version"]
+    header = b"".join(f.raw for f in fields) + b"MIME-Version: 1.0\r\n"
+    header += b"".join(f.raw for f in content)
+    return Restored(
+        data=header + wire.CRLF + inner.body,
+        protected_headers=protected,
+        content_type=content_type,
+    )

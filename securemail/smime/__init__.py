@@ -1,0 +1,24 @@
+"""S/MIME (RFC 8551): sign, encrypt, decrypt and verify messages.
+
+The functions here are the S/MIME recipes. The building blocks underneath are public for
+those who need control: :mod:`.enveloped` and :mod:`.signed` (CMS), :mod:`.validation`
+(certificate paths), :mod:`.capabilities` (SMIMECapabilities).
+"""
+
+from .capabilities import ANNOUNCED, MODERN, Capabilities
+from .mime import choose_algorithms, decrypt, encrypt, sign, verify
+from .validation import KeyPurpose, ValidatedPath, validate_path
+
+__all__ = [
+    "ANNOUNCED",
+    "MODERN",
+    "Capabilities",
+    "KeyPurpose",
+    "ValidatedPath",
+    "choose_algorithms",
+    "decrypt",
+    "encrypt",
+    "sign",
+    "validate_path",
+    "verify",
+]

@@ -1,0 +1,545 @@
+"""CMS EnvelopedData and AuthEnvelopedData (RFC 5652 6, RFC 5083/5084): build and open.
+
+Recipient infos:
+
+* KeyTransRecipientInfo for RSA: RSAES-OAEP with SHA-256 (RFC 8017/3560) or, for old
+  clients, RSA PKCS#1 v1.5;
+* KeyAgreeRecipientInfo for EC P-256/P-384 (ephemeral-static ECDH, X9.63 KDF, AES key
+  wrap: RFC 5753) and X25519 (HKDF, RFC 8418).
+
+Opening follows two rules. The recipient info is chosen by issuer and serial number or
+subject key identifier, never by trying keys. And every failure after that point (wrong key,
+bad padding, bad tag, malformed structure) raises the same :class:`DecryptionError`, so
+nothing distinguishes them; for RSA PKCS#1 v1.5 a failed unwrap continues with a random key
+(RFC 3218), so even the step at which it failed is hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+
+from asn1crypto import algos, cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, keywrap, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
+
+from ..errors import (
+    DecryptionError,
+    NotARecipientError,
+    RecipientError,
+    SizeLimitExceeded,
+    UnauthenticatedContentError,
+    UnsupportedAlgorithmError,
+)
+from ..keys import PrivateKey
+from ..policy import ContentCipher, KeyTransport
+from . import _asn1
+from .validation import email_addresses
+
+__all__ = ["EnvelopeRecipient", "OpenedEnvelope", "decrypt_envelope", "encrypt_envelope"]
+
+_HASH: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+_WRAP_KEY_SIZE = {_asn1.OID_AES128_WRAP: 16, _asn1.OID_AES192_WRAP: 24, _asn1.OID_AES256_WRAP: 32}
+_CONTENT_OID = {
+    ContentCipher.AES_128_GCM: _asn1.OID_AES128_GCM,
+    ContentCipher.AES_256_GCM: _asn1.OID_AES256_GCM,
+    ContentCipher.AES_128_CBC: _asn1.OID_AES128_CBC,
+    ContentCipher.AES_256_CBC: _asn1.OID_AES256_CBC,
+}
+GCM_NONCE_SIZE = 12
+GCM_TAG_SIZE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvelopeRecipient:
+    """A recipient certificate and, for RSA, the key transport to use for it."""
+
+    certificate: x509.Certificate
+    key_transport: KeyTransport = KeyTransport.RSA_OAEP
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedEnvelope:
+    """Decrypted content. ``authenticated`` is true only for AEAD content whose tag verified;
+    CBC content carries no integrity protection (see EFAIL) and is flagged as such."""
+
+    content: bytes
+    content_cipher: str
+    authenticated: bool
+    recipient_certificate: x509.Certificate
+
+
+def _recipient_name(certificate: x509.Certificate) -> str:
+    emails = email_addresses(certificate)
+    return emails[0] if emails else certificate.subject.rfc4514_string()
+
+
+def _issuer_and_serial(certificate: x509.Certificate) -> cms.IssuerAndSerialNumber:
+    return cms.IssuerAndSerialNumber(
+        {
+            "issuer": asn1_x509.Name.load(certificate.issuer.public_bytes()),
+            "serial_number": certificate.serial_number,
+        }
+    )
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def _ktri(
+    recipient: EnvelopeRecipient, public_key: rsa.RSAPublicKey, cek: bytes
+) -> cms.RecipientInfo:
+    if public_key.key_size < 2048:
+        raise RecipientError(
+            _recipient_name(recipient.certificate),
+            f"its RSA key has {public_key.key_size} bits; at least 2048 are required",
+        )
+    if recipient.key_transport is KeyTransport.RSA_OAEP:
+        oaep = asym_padding.OAEP(
+            mgf=asym_padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+        )
+        encrypted = public_key.encrypt(cek, oaep)
+        algorithm = cms.KeyEncryptionAlgorithm(
+            {
+                "algorithm": "rsaes_oaep",
+                "parameters": algos.RSAESOAEPParams(
+                    {
+                        "hash_algorithm": {"algorithm": "sha256"},
+                        "mask_gen_algorithm": {
+                            "algorithm": "mgf1",
+                            "parameters": {"algorithm": "sha256"},
+                        },
+                    }
+                ),
+            }
+        )
+    else:
+        encrypted = public_key.encrypt(cek, asym_padding.PKCS1v15())
+        algorithm = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"})
+    return cms.RecipientInfo(
+        name="ktri",
+        value={
+            "version": "v0",
+            "rid": cms.RecipientIdentifier(
+                name="issuer_and_serial_number", value=_issuer_and_serial(recipient.certificate)
+            ),
+            "key_encryption_algorithm": algorithm,
+            "encrypted_key": encrypted,
+        },
+    )
+
+
+def _shared_info(wrap_oid: str, wrap_size: int, ukm: bytes | None) -> bytes:
+    info = _asn1.ECCCMSSharedInfo(
+        {
+            "key_info": {"algorithm": wrap_oid},
+            "supp_pub_info": (wrap_size * 8).to_bytes(4, "big"),
+        }
+    )
+    if ukm is not None:
+        info["entity_u_info"] = ukm
+    return bytes(info.dump())
+
+
+def _derive_kek(
+    kdf: str, hash_name: str, secret: bytes, shared_info: bytes, size: int, ukm: bytes | None
+) -> bytes:
+    algorithm = _HASH[hash_name]()
+    if kdf == "hkdf":
+        # RFC 8418 2.2: the ukm, when present, is the HKDF salt; SharedInfo is the info.
+        return HKDF(algorithm=algorithm, length=size, salt=ukm, info=shared_info).derive(secret)
+    return X963KDF(algorithm=algorithm, length=size, sharedinfo=shared_info).derive(secret)
+
+
+def _kari(recipient: EnvelopeRecipient, public_key: object, cek: bytes) -> cms.RecipientInfo:
+    wrap_oid = _asn1.OID_AES256_WRAP if len(cek) > 16 else _asn1.OID_AES128_WRAP
+    wrap_size = _WRAP_KEY_SIZE[wrap_oid]
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if public_key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+            raise RecipientError(
+                _recipient_name(recipient.certificate), f"unsupported curve {public_key.curve.name}"
+            )
+        ephemeral = ec.generate_private_key(public_key.curve)
+        secret = ephemeral.exchange(ec.ECDH(), public_key)
+        hash_name = {"secp256r1": "sha256", "secp384r1": "sha384", "secp521r1": "sha512"}[
+            public_key.curve.name
+        ]
+        kdf, kea_oid = "x963", _asn1.ECDH_X963_KDF_BY_HASH[hash_name]
+        originator_point = ephemeral.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        originator_alg = {"algorithm": "ec"}
+    else:
+        assert isinstance(public_key, x25519.X25519PublicKey)
+        ephemeral_x = x25519.X25519PrivateKey.generate()
+        secret = ephemeral_x.exchange(public_key)
+        hash_name, kdf, kea_oid = "sha256", "hkdf", _asn1.ECDH_HKDF_BY_HASH["sha256"]
+        originator_point = ephemeral_x.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        originator_alg = {"algorithm": "x25519"}
+    kek = _derive_kek(
+        kdf, hash_name, secret, _shared_info(wrap_oid, wrap_size, None), wrap_size, None
+    )
+    wrapped = keywrap.aes_key_wrap(kek, cek)
+    return cms.RecipientInfo(
+        name="kari",
+        value={
+            "version": "v3",
+            "originator": cms.OriginatorIdentifierOrKey(
+                name="originator_key",
+                value={"algorithm": originator_alg, "public_key": originator_point},
+            ),
+            "key_encryption_algorithm": {
+                "algorithm": kea_oid,
+                "parameters": _asn1.KeyWrapAlgorithm({"algorithm": wrap_oid}),
+            },
+            "recipient_encrypted_keys": [
+                {
+                    "rid": cms.KeyAgreementRecipientIdentifier(
+                        name="issuer_and_serial_number",
+                        value=_issuer_and_serial(recipient.certificate),
+                    ),
+                    "encrypted_key": wrapped,
+                }
+            ],
+        },
+    )
+
+
+def _recipient_info(recipient: EnvelopeRecipient, cek: bytes) -> cms.RecipientInfo:
+    public_key = recipient.certificate.public_key()
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return _ktri(recipient, public_key, cek)
+    if isinstance(public_key, ec.EllipticCurvePublicKey | x25519.X25519PublicKey):
+        return _kari(recipient, public_key, cek)
+    kind = type(public_key).__name__.removeprefix("_").removesuffix("PublicKey")
+    raise RecipientError(
+        _recipient_name(recipient.certificate),
+        f"its certificate holds a {kind} key, which cannot be used for encryption",
+    )
+
+
+def encrypt_envelope(
+    content: bytes, recipients: Sequence[EnvelopeRecipient], cipher: ContentCipher
+) -> bytes:
+    """DER ContentInfo: AuthEnvelopedData for the GCM ciphers, EnvelopedData for CBC."""
+    if not recipients:
+        raise RecipientError("(none)", "at least one recipient is required")
+    cek = os.urandom(cipher.key_size)
+    infos = [_recipient_info(r, cek) for r in recipients]
+    oid = _CONTENT_OID[cipher]
+    if cipher.authenticated:
+        nonce = os.urandom(GCM_NONCE_SIZE)
+        sealed = AESGCM(cek).encrypt(nonce, content, None)
+        ciphertext, tag = sealed[:-GCM_TAG_SIZE], sealed[-GCM_TAG_SIZE:]
+        params = _asn1.GCMParameters({"aes_nonce": nonce, "aes_icvlen": GCM_TAG_SIZE})
+        body = cms.AuthEnvelopedData(
+            {
+                "version": "v0",
+                "recipient_infos": infos,
+                "auth_encrypted_content_info": {
+                    "content_type": "data",
+                    "content_encryption_algorithm": {"algorithm": oid, "parameters": params},
+                    "encrypted_content": ciphertext,
+                },
+                "mac": tag,
+            }
+        )
+        info = cms.ContentInfo({"content_type": "authenticated_enveloped_data", "content": body})
+    else:
+        iv = os.urandom(16)
+        padder = padding.PKCS7(128).padder()
+        padded = padder.update(content) + padder.finalize()
+        encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        only_v0 = all(i.name == "ktri" for i in infos)
+        body = cms.EnvelopedData(
+            {
+                "version": "v0" if only_v0 else "v2",
+                "recipient_infos": infos,
+                "encrypted_content_info": {
+                    "content_type": "data",
+                    "content_encryption_algorithm": {
+                        "algorithm": oid,
+                        "parameters": core.OctetString(iv),
+                    },
+                    "encrypted_content": ciphertext,
+                },
+            }
+        )
+        info = cms.ContentInfo({"content_type": "enveloped_data", "content": body})
+    return bytes(info.dump())
+
+
+# --- opening --------------------------------------------------------------------------------------
+
+
+def _subject_key_identifier(certificate: x509.Certificate) -> bytes:
+    try:
+        ext = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return ext.value.digest
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
+
+
+def _matches(rid: object, certificate: x509.Certificate) -> bool:
+    """Does a RecipientIdentifier/KeyAgreementRecipientIdentifier name ``certificate``?"""
+    name = rid.name  # type: ignore[attr-defined]
+    value = rid.chosen  # type: ignore[attr-defined]
+    if name == "issuer_and_serial_number":
+        # asn1crypto compares names after RFC 5280 7.1 normalization, so a PrintableString
+        # and a UTF8String spelling of the same issuer match.
+        return bool(
+            value["serial_number"].native == certificate.serial_number
+            and value["issuer"] == asn1_x509.Name.load(certificate.issuer.public_bytes())
+        )
+    if name == "subject_key_identifier":
+        return bool(value.native == _subject_key_identifier(certificate))
+    if name == "r_key_id":
+        return bool(value["subject_key_identifier"].native == _subject_key_identifier(certificate))
+    return False
+
+
+def _unwrap_ktri(
+    info: cms.KeyTransRecipientInfo, key: PrivateKey, cek_sizes: tuple[int, ...]
+) -> bytes:
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise DecryptionError()
+    algorithm = info["key_encryption_algorithm"]
+    encrypted = info["encrypted_key"].native
+    oid = algorithm["algorithm"].dotted
+    if oid == _asn1.OID_RSAES_OAEP:
+        params = algorithm["parameters"]
+        hash_name = params["hash_algorithm"]["algorithm"].native
+        mgf = params["mask_gen_algorithm"]
+        mgf_hash = (
+            mgf["parameters"]["algorithm"].native if mgf["algorithm"].native == "mgf1" else None
+        )
+        label_source = params["p_source_algorithm"]
+        label = label_source["parameters"].native or None
+        if hash_name not in _HASH or mgf_hash not in _HASH:
+            raise UnsupportedAlgorithmError(
+                f"RSAES-OAEP with {hash_name}/{mgf_hash}", "key transport"
+            )
+        oaep = asym_padding.OAEP(
+            mgf=asym_padding.MGF1(_HASH[mgf_hash]()), algorithm=_HASH[hash_name](), label=label
+        )
+        try:
+            return key.decrypt(encrypted, oaep)
+        except ValueError:
+            raise DecryptionError() from None
+    if oid == _asn1.OID_RSA_ENCRYPTION:
+        # RFC 3218 2.3.2 (Bleichenbacher): on failure, carry on with a random key of the
+        # expected size; the content decryption then fails like any other wrong key.
+        random_cek = os.urandom(cek_sizes[0])
+        try:
+            cek = key.decrypt(encrypted, asym_padding.PKCS1v15())
+        except ValueError:
+            return random_cek
+        return cek if len(cek) in cek_sizes else random_cek
+    raise UnsupportedAlgorithmError(oid, "key transport")
+
+
+def _unwrap_kari(info: cms.KeyAgreeRecipientInfo, encrypted_key: bytes, key: PrivateKey) -> bytes:
+    originator = info["originator"]
+    if originator.name != "originator_key":
+        raise UnsupportedAlgorithmError("static-static key agreement", "key agreement")
+    point = originator.chosen["public_key"].native
+    algorithm = info["key_encryption_algorithm"]
+    kea_oid = algorithm["algorithm"].dotted
+    wrap = _asn1.KeyWrapAlgorithm.load(algorithm["parameters"].dump())
+    wrap_oid = wrap["algorithm"].dotted
+    if wrap_oid not in _WRAP_KEY_SIZE:
+        raise UnsupportedAlgorithmError(wrap_oid, "key wrap")
+    wrap_size = _WRAP_KEY_SIZE[wrap_oid]
+    ukm = info["ukm"].native
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        if kea_oid not in _asn1.ECDH_X963_KDF:
+            raise UnsupportedAlgorithmError(kea_oid, "EC key agreement")
+        kdf, hash_name = "x963", _asn1.ECDH_X963_KDF[kea_oid]
+        try:
+            peer = ec.EllipticCurvePublicKey.from_encoded_point(key.curve, point)
+            secret = key.exchange(ec.ECDH(), peer)
+        except ValueError:
+            raise DecryptionError() from None
+    elif isinstance(key, x25519.X25519PrivateKey):
+        if kea_oid in _asn1.ECDH_HKDF:
+            kdf, hash_name = "hkdf", _asn1.ECDH_HKDF[kea_oid]
+        elif kea_oid in _asn1.ECDH_X963_KDF:
+            kdf, hash_name = "x963", _asn1.ECDH_X963_KDF[kea_oid]
+        else:
+            raise UnsupportedAlgorithmError(kea_oid, "X25519 key agreement")
+        try:
+            secret = key.exchange(x25519.X25519PublicKey.from_public_bytes(point))
+        except ValueError:
+            raise DecryptionError() from None
+    else:
+        raise DecryptionError()
+    shared_info = _shared_info(wrap_oid, wrap_size, ukm)
+    kek = _derive_kek(kdf, hash_name, secret, shared_info, wrap_size, ukm)
+    try:
+        return keywrap.aes_key_unwrap(kek, encrypted_key)
+    except (keywrap.InvalidUnwrap, ValueError):
+        raise DecryptionError() from None
+
+
+def _find_recipient(
+    infos: cms.RecipientInfos, certificate: x509.Certificate
+) -> tuple[cms.RecipientInfo, bytes | None]:
+    for info in infos:
+        if info.name == "ktri" and _matches(info.chosen["rid"], certificate):
+            return info, None
+        if info.name == "kari":
+            for rek in info.chosen["recipient_encrypted_keys"]:
+                if _matches(rek["rid"], certificate):
+                    return info, rek["encrypted_key"].native
+    raise NotARecipientError(certificate.subject.rfc4514_string())
+
+
+@dataclasses.dataclass(frozen=True)
+class _ContentAlgorithm:
+    name: str
+    key_sizes: tuple[int, ...]
+    authenticated: bool
+
+
+_CONTENT_ALGORITHMS = {
+    _asn1.OID_AES128_GCM: _ContentAlgorithm("aes-128-gcm", (16,), True),
+    _asn1.OID_AES192_GCM: _ContentAlgorithm("aes-192-gcm", (24,), True),
+    _asn1.OID_AES256_GCM: _ContentAlgorithm("aes-256-gcm", (32,), True),
+    _asn1.OID_CHACHA20_POLY1305: _ContentAlgorithm("chacha20-poly1305", (32,), True),
+    _asn1.OID_AES128_CBC: _ContentAlgorithm("aes-128-cbc", (16,), False),
+    _asn1.OID_AES192_CBC: _ContentAlgorithm("aes-192-cbc", (24,), False),
+    _asn1.OID_AES256_CBC: _ContentAlgorithm("aes-256-cbc", (32,), False),
+    _asn1.OID_DES_EDE3_CBC: _ContentAlgorithm("des-ede3-cbc", (24,), False),
+}
+
+
+def _decrypt_cbc(oid: str, cek: bytes, params: object, ciphertext: bytes) -> bytes:
+    iv = core.OctetString.load(params.dump()).native  # type: ignore[attr-defined]
+    block: algorithms.AES | TripleDES = (
+        TripleDES(cek) if oid == _asn1.OID_DES_EDE3_CBC else algorithms.AES(cek)
+    )
+    block_bytes = block.block_size // 8
+    if len(iv) != block_bytes or not ciphertext or len(ciphertext) % block_bytes:
+        raise DecryptionError()
+    decryptor = Cipher(block, modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = padding.PKCS7(block.block_size).unpadder()
+    try:
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise DecryptionError() from None
+
+
+def _decrypt_aead(
+    oid: str, cek: bytes, params: object, ciphertext: bytes, tag: bytes, aad: bytes | None
+) -> bytes:
+    if oid == _asn1.OID_CHACHA20_POLY1305:
+        nonce = core.OctetString.load(params.dump()).native  # type: ignore[attr-defined]
+        if len(nonce) != 12 or len(tag) != 16:
+            raise DecryptionError()
+        try:
+            return ChaCha20Poly1305(cek).decrypt(nonce, ciphertext + tag, aad)
+        except InvalidTag:
+            raise DecryptionError() from None
+    gcm = _asn1.GCMParameters.load(params.dump())  # type: ignore[attr-defined]
+    nonce = gcm["aes_nonce"].native
+    # Truncated tags (below 12 bytes) are forgeable; only full-strength tags are accepted.
+    if len(tag) != gcm["aes_icvlen"].native or not 12 <= len(tag) <= 16 or not nonce:
+        raise DecryptionError()
+    decryptor = Cipher(algorithms.AES(cek), modes.GCM(nonce, tag, min_tag_length=12)).decryptor()
+    if aad:
+        decryptor.authenticate_additional_data(aad)
+    plaintext = decryptor.update(ciphertext)
+    try:
+        decryptor.finalize()
+    except InvalidTag:
+        raise DecryptionError() from None
+    return plaintext
+
+
+def decrypt_envelope(
+    data: bytes,
+    private_key: PrivateKey,
+    certificate: x509.Certificate,
+    *,
+    require_authenticated: bool = False,
+    max_size: int | None = None,
+) -> OpenedEnvelope:
+    """Open a BER or DER ContentInfo holding EnvelopedData or AuthEnvelopedData."""
+    try:
+        info = cms.ContentInfo.load(data, strict=True)
+        content_type = info["content_type"].native
+        body = info["content"]
+        if content_type == "enveloped_data":
+            enc_info = body["encrypted_content_info"]
+            tag, aad = None, None
+        elif content_type == "authenticated_enveloped_data":
+            enc_info = body["auth_encrypted_content_info"]
+            tag = body["mac"].native
+            auth_attrs = body["auth_attrs"]
+            aad = None if isinstance(auth_attrs, core.Void) else b"\x31" + auth_attrs.dump()[1:]
+        else:
+            raise DecryptionError("the message is not S/MIME encrypted (no EnvelopedData)")
+        recipient_infos = body["recipient_infos"]
+        algorithm = enc_info["content_encryption_algorithm"]
+        oid = algorithm["algorithm"].dotted
+        params = algorithm["parameters"]
+        ciphertext = enc_info["encrypted_content"].native
+    except DecryptionError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        raise DecryptionError() from None
+    if ciphertext is None:
+        raise DecryptionError()
+    if max_size is not None and len(ciphertext) > max_size:
+        raise SizeLimitExceeded("encrypted content", max_size)
+    chosen = _CONTENT_ALGORITHMS.get(oid)
+    if chosen is None:
+        raise UnsupportedAlgorithmError(oid, "content encryption")
+    if chosen.authenticated != (content_type == "authenticated_enveloped_data"):
+        raise DecryptionError()
+    if require_authenticated and not chosen.authenticated:
+        raise UnauthenticatedContentError(chosen.name)
+    recipient, kari_key = _find_recipient(recipient_infos, certificate)
+    try:
+        if recipient.name == "ktri":
+            cek = _unwrap_ktri(recipient.chosen, private_key, chosen.key_sizes)
+        else:
+            assert kari_key is not None
+            cek = _unwrap_kari(recipient.chosen, kari_key, private_key)
+        if len(cek) not in chosen.key_sizes:
+            raise DecryptionError()
+        if chosen.authenticated:
+            assert tag is not None
+            content = _decrypt_aead(oid, cek, params, ciphertext, tag, aad)
+        else:
+            content = _decrypt_cbc(oid, cek, params, ciphertext)
+    except (DecryptionError, UnsupportedAlgorithmError):
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        raise DecryptionError() from None
+    return OpenedEnvelope(
+        content=content,
+        content_cipher=chosen.name,
+        authenticated=chosen.authenticated,
+        recipient_certificate=certificate,
+    )

@@ -1,0 +1,465 @@
+"""S/MIME messages (RFC 8551): multipart/signed, application/pkcs7-mime, and reading them.
+
+This module joins the pieces: :mod:`securemail.payload` decides what is protected, the CMS
+modules do the cryptography, :mod:`securemail.wire` makes and splits the bytes, and
+:mod:`securemail.smime.validation` decides whom to trust.
+"""
+
+from __future__ import annotations
+
+import binascii
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from email.headerregistry import Address
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from .. import payload, wire
+from ..errors import (
+    CertificateError,
+    DecryptionError,
+    EmbeddedCiphertextError,
+    InputError,
+    MalformedMessageError,
+    NotSignedError,
+    PartialSignatureError,
+    RecipientError,
+    SecureMailError,
+    SignatureInvalidError,
+    SignerMismatch,
+    SizeLimitExceeded,
+    UnsupportedAlgorithmError,
+)
+from ..keys import Identity, Recipient
+from ..policy import DEFAULT, ContentCipher, KeyTransport, Policy, SignatureMode
+from ..results import DecryptResult, ProtectedMessage, SignatureStatus, VerifyResult
+from . import enveloped, signed
+from .capabilities import ANNOUNCED
+from .validation import KeyPurpose, email_addresses, matches_email, validate_path
+
+__all__ = ["choose_algorithms", "decrypt", "encrypt", "sign", "verify"]
+
+MessageInput = payload.MessageInput
+_PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
+_PKCS7_SIGNATURE = ("application/pkcs7-signature", "application/x-pkcs7-signature")
+_CRLF = wire.CRLF
+
+
+# --- signing ----------------------------------------------------------------------------------
+
+
+def _sign_entity(
+    entity: bytes, signer: signed.Signer, policy: Policy, signing_time: dt.datetime | None
+) -> tuple[list[tuple[str, str]], bytes]:
+    """Content fields and body of the signed entity that wraps ``entity``."""
+    options = {
+        "digest": policy.digest,
+        "rsa_padding": policy.rsa_padding,
+        "include_chain": policy.include_chain,
+        "capabilities": ANNOUNCED,
+        "signing_time": signing_time,
+    }
+    if policy.signature_mode is SignatureMode.OPAQUE:
+        der = signed.sign_content(entity, signer, detached=False, **options)  # type: ignore[arg-type]
+        return _pkcs7_mime_fields("signed-data"), wire.base64_body(der)
+    der = signed.sign_content(entity, signer, detached=True, **options)  # type: ignore[arg-type]
+    micalg = signed.signing_digest(signer.certificate, policy.digest).micalg
+    boundary = wire.new_boundary(entity)
+    delimiter = b"--" + boundary.encode("ascii")
+    signature_part = (
+        b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
+        b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n" + wire.base64_body(der)
+    )
+    body = (
+        b"This is a cryptographically signed message in MIME format.\r\n\r\n"
+        + delimiter + _CRLF + entity + _CRLF
+        + delimiter + _CRLF + signature_part + _CRLF
+        + delimiter + b"--" + _CRLF
+    )  # fmt: skip
+    content_type = (
+        f'multipart/signed; protocol="application/pkcs7-signature"; micalg={micalg}; '
+        f'boundary="{boundary}"'
+    )
+    return [("Content-Type", content_type)], body
+
+
+def _pkcs7_mime_fields(smime_type: str) -> list[tuple[str, str]]:
+    return [
+        ("Content-Type", f'application/pkcs7-mime; smime-type={smime_type}; name="smime.p7m"'),
+        ("Content-Transfer-Encoding", "base64"),
+        ("Content-Disposition", 'attachment; filename="smime.p7m"'),
+    ]
+
+
+def sign(
+    message: MessageInput,
+    signer: signed.Signer,
+    *,
+    policy: Policy = DEFAULT,
+    signing_time: dt.datetime | None = None,
+) -> ProtectedMessage:
+    """Sign ``message``: multipart/signed by default, opaque signed-data on request.
+
+    The signed part is canonicalized (CRLF, 7-bit transfer encodings) and then emitted
+    byte for byte as it was signed.
+    """
+    prepared = payload.prepare(message, policy, encrypting=False)
+    fields, body = _sign_entity(prepared.entity, signer, policy, signing_time)
+    data = payload.assemble(prepared, fields, body)
+    return ProtectedMessage(data, prepared.mail_from, prepared.recipients)
+
+
+# --- encryption -------------------------------------------------------------------------------
+
+
+def _check_recipient(
+    recipient: Recipient, trust: Sequence[x509.Certificate] | None, at: dt.datetime
+) -> None:
+    certificate = recipient.certificate
+    if trust is not None:
+        try:
+            validate_path(certificate, trust_anchors=trust, at=at, purpose=KeyPurpose.ENCRYPT)
+        except CertificateError as exc:
+            raise RecipientError(recipient.name, exc.reason) from None
+        return
+    if at > certificate.not_valid_after_utc:
+        raise RecipientError(recipient.name, "its certificate has expired")
+    if at < certificate.not_valid_before_utc:
+        raise RecipientError(recipient.name, "its certificate is not valid yet")
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not (usage.key_encipherment or usage.key_agreement):
+        raise RecipientError(
+            recipient.name, "its certificate's key usage does not allow encryption"
+        )
+
+
+def choose_algorithms(
+    recipients: Sequence[Recipient], policy: Policy
+) -> tuple[ContentCipher, list[enveloped.EnvelopeRecipient]]:
+    """The default profile: AES-256-GCM only if every recipient is known to read
+    AuthEnvelopedData, else AES-256-CBC; RSA-OAEP per recipient known to read it."""
+    cipher = policy.content_cipher
+    if cipher is None:
+        modern = all(
+            r.capabilities is not None and r.capabilities.reads_authenveloped for r in recipients
+        )
+        cipher = ContentCipher.AES_256_GCM if modern else ContentCipher.AES_256_CBC
+    chosen = []
+    for r in recipients:
+        transport = policy.key_transport
+        if transport is None:
+            oaep = r.capabilities is not None and r.capabilities.reads_oaep
+            transport = KeyTransport.RSA_OAEP if oaep else KeyTransport.RSA_PKCS1V15
+        chosen.append(enveloped.EnvelopeRecipient(r.certificate, transport))
+    return cipher, chosen
+
+
+def _as_recipient(value: Recipient | Identity | x509.Certificate) -> Recipient:
+    if isinstance(value, Recipient):
+        return value
+    if isinstance(value, Identity):
+        return Recipient.from_certificate(value.certificate)
+    if isinstance(value, x509.Certificate):
+        return Recipient.from_certificate(value)
+    raise InputError(
+        f"a recipient must be a Recipient or a certificate, not {type(value).__name__}"
+    )
+
+
+def encrypt(
+    message: MessageInput,
+    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    *,
+    signer: Identity | None = None,
+    policy: Policy = DEFAULT,
+    trust: Sequence[x509.Certificate] | None = None,
+) -> ProtectedMessage:
+    """Encrypt ``message`` to every recipient (and to the signer, if any), signing first
+    when a signer is given.
+
+    Fail-closed: if any recipient cannot be encrypted to (expired certificate, wrong key
+    usage, untrusted when ``trust`` is given, unsupported key), nothing is produced and the
+    :class:`RecipientError` names that recipient.
+    """
+    wanted = [_as_recipient(r) for r in recipients]
+    if not wanted:
+        raise RecipientError("(none)", "at least one recipient is required")
+    if signer is not None and policy.encrypt_to_self:
+        wanted.append(Recipient(signer.certificate, capabilities=ANNOUNCED))
+    unique: dict[bytes, Recipient] = {}
+    for r in wanted:
+        unique.setdefault(r.certificate.fingerprint(hashes.SHA256()), r)
+    now = dt.datetime.now(dt.UTC)
+    for r in unique.values():
+        _check_recipient(r, trust, now)
+    cipher, envelope_recipients = choose_algorithms(list(unique.values()), policy)
+
+    prepared = payload.prepare(message, policy, encrypting=True)
+    entity = prepared.entity
+    if signer is not None:
+        fields, body = _sign_entity(entity, signer, policy, None)
+        entity = b"".join(wire.fold_field(n, v) for n, v in fields) + _CRLF + body
+    der = enveloped.encrypt_envelope(entity, envelope_recipients, cipher)
+    smime_type = "authEnveloped-data" if cipher.authenticated else "enveloped-data"
+    data = payload.assemble(prepared, _pkcs7_mime_fields(smime_type), wire.base64_body(der))
+    return ProtectedMessage(data, prepared.mail_from, prepared.recipients)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def _message_bytes(message: MessageInput, policy: Policy) -> bytes:
+    if isinstance(message, ProtectedMessage):
+        data = message.data
+    elif isinstance(message, bytes | bytearray):
+        data = bytes(message)
+    else:
+        data = message.as_bytes(policy=wire.WIRE_POLICY)
+    if len(data) > policy.max_message_size:
+        raise SizeLimitExceeded("message", policy.max_message_size)
+    return wire.canonicalize(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entity:
+    raw: wire.RawEntity
+    content_type: str
+    params: dict[str, str]
+
+
+def _entity(data: bytes) -> _Entity:
+    raw = wire.split_entity(data)
+    content_type, params = raw.content_type
+    lowered = {k: v if k == "boundary" else v.lower() for k, v in params.items()}
+    return _Entity(raw, content_type, lowered)
+
+
+def _decode_body(entity: _Entity) -> bytes:
+    field = entity.raw.get("Content-Transfer-Encoding")
+    cte = field.value.lower() if field is not None else "7bit"
+    if cte == "base64":
+        try:
+            return binascii.a2b_base64(b"".join(entity.raw.body.split()), strict_mode=True)
+        except binascii.Error:
+            raise MalformedMessageError("the S/MIME part is not valid base64") from None
+    if cte in ("7bit", "8bit", "binary"):
+        return entity.raw.body
+    raise MalformedMessageError(f"unexpected transfer encoding {cte!r} on an S/MIME part")
+
+
+def _walk(entity: _Entity, depth: int = 0) -> list[_Entity]:
+    """Every entity below a multipart (raw bytes kept), depth-first."""
+    if not entity.content_type.startswith("multipart/") or depth > 20:
+        return []
+    boundary = entity.params.get("boundary")
+    if not boundary:
+        raise MalformedMessageError("a multipart part has no boundary")
+    found = []
+    for part in wire.split_multipart(entity.raw.body, boundary).parts:
+        child = _entity(part)
+        found.append(child)
+        found.extend(_walk(child, depth + 1))
+    return found
+
+
+def _is_enveloped(entity: _Entity) -> bool:
+    if entity.content_type not in _PKCS7_MIME:
+        return False
+    return entity.params.get("smime-type", "enveloped-data") in (
+        "enveloped-data",
+        "authenveloped-data",
+    )
+
+
+def decrypt(
+    message: MessageInput, identity: Identity, *, policy: Policy = DEFAULT
+) -> DecryptResult:
+    """Decrypt an S/MIME message whose whole body is EnvelopedData or AuthEnvelopedData.
+
+    Protected headers inside are restored. An encrypted part embedded among other parts is
+    refused (EFAIL). CBC content is returned flagged ``authenticated=False`` unless the
+    policy requires authenticated encryption, in which case it is refused.
+    """
+    data = _message_bytes(message, policy)
+    outer = _entity(data)
+    if not _is_enveloped(outer):
+        if any(_is_enveloped(e) for e in _walk(outer)):
+            raise EmbeddedCiphertextError()
+        if outer.content_type in _PKCS7_MIME:
+            raise MalformedMessageError(
+                f"the message is S/MIME {outer.params.get('smime-type')}, not encrypted"
+            )
+        raise MalformedMessageError("the message is not S/MIME encrypted")
+    der = _decode_body(outer)
+    opened = enveloped.decrypt_envelope(
+        der,
+        identity.private_key,
+        identity.certificate,
+        require_authenticated=policy.require_authenticated_encryption,
+        max_size=policy.max_message_size,
+    )
+    try:
+        inner = _entity(wire.canonicalize(opened.content))
+    except MalformedMessageError:
+        raise DecryptionError("the decrypted content is not a MIME entity") from None
+    restored = payload.restore(outer.raw, inner.raw)
+    return DecryptResult(
+        data=restored.data,
+        authenticated=opened.authenticated,
+        content_cipher=opened.content_cipher,
+        recipient=identity.name,
+        protected_headers=restored.protected_headers,
+        signed=_is_signed(inner),
+    )
+
+
+def _is_signed(entity: _Entity) -> bool:
+    if entity.content_type == "multipart/signed":
+        return True
+    return entity.content_type in _PKCS7_MIME and entity.params.get("smime-type") == "signed-data"
+
+
+def _from_address(data: bytes) -> str | None:
+    headers = wire.parse_headers(wire.split_entity(data).header_bytes())
+    addresses: tuple[Address, ...] = getattr(headers.get("From"), "addresses", ())
+    if len(addresses) != 1:
+        return None
+    return addresses[0].addr_spec
+
+
+def _signed_layer(entity: _Entity) -> tuple[bytes | None, bytes]:
+    """(detached content or None, SignedData DER) of a signed entity."""
+    if entity.content_type == "multipart/signed":
+        protocol = entity.params.get("protocol", "")
+        if protocol not in _PKCS7_SIGNATURE:
+            raise NotSignedError(f"multipart/signed with protocol {protocol!r} is not S/MIME")
+        boundary = entity.params.get("boundary")
+        if not boundary:
+            raise MalformedMessageError("multipart/signed without a boundary")
+        parts = wire.split_multipart(entity.raw.body, boundary)
+        if len(parts.parts) != 2 or not parts.closed:
+            raise MalformedMessageError("multipart/signed must have exactly two parts")
+        signature = _entity(parts.parts[1])
+        if signature.content_type not in _PKCS7_SIGNATURE:
+            raise MalformedMessageError("the second part of multipart/signed is not a signature")
+        return parts.parts[0], _decode_body(signature)
+    return None, _decode_body(entity)
+
+
+def verify(
+    message: MessageInput,
+    *,
+    trust: Sequence[x509.Certificate],
+    policy: Policy = DEFAULT,
+    at: dt.datetime | None = None,
+    certificates: Sequence[x509.Certificate] = (),
+) -> VerifyResult:
+    """Verify an S/MIME signed message against the caller's trust anchors.
+
+    VERIFIED needs all of: every signature value correct, a chain from the signer to one of
+    ``trust`` valid at ``at`` (default now) for email signing, the signer's certificate
+    carrying the From address, and the signature covering the whole message. A valid
+    signature on one part of a larger message is PARTIAL, never VERIFIED. Malformed
+    structures raise; everything else is reported in the result (``raise_for_status()``
+    turns it into the typed error).
+    """
+    data = _message_bytes(message, policy)
+    outer = _entity(data)
+    if _is_signed(outer):
+        return _verify_entity(outer, outer, trust, policy, at, certificates, whole=True)
+    for inner in _walk(outer):
+        if _is_signed(inner):
+            return _verify_entity(outer, inner, trust, policy, at, certificates, whole=False)
+    error = NotSignedError("the message is not S/MIME signed")
+    return VerifyResult(status=SignatureStatus.NOT_CHECKED, reason=str(error), error=error)
+
+
+def _verify_entity(
+    outer: _Entity,
+    entity: _Entity,
+    trust: Sequence[x509.Certificate],
+    policy: Policy,
+    at: dt.datetime | None,
+    extra: Sequence[x509.Certificate],
+    *,
+    whole: bool,
+) -> VerifyResult:
+    detached, der = _signed_layer(entity)
+    parsed = signed.load_signed_data(der)
+    content, checked = signed.check_signed_data(
+        parsed,
+        detached_content=detached,
+        extra_certificates=extra,
+        allow_weak=policy.allow_weak_algorithms,
+    )
+    good = [c for c in checked if c.error is None]
+    first = good[0] if good else checked[0]
+    restored = payload.restore(outer.raw, wire.split_entity(wire.canonicalize(content)))
+    result = VerifyResult(
+        status=SignatureStatus.FAILED,
+        reason="",
+        certificate=first.certificate,
+        signer=_signer_name(first.certificate),
+        signing_time=first.signing_time,
+        digest_algorithm=first.digest_algorithm,
+        signature_algorithm=first.signature_algorithm,
+        capabilities=first.capabilities,
+        data=restored.data,
+        protected_headers=restored.protected_headers,
+    )
+
+    def outcome(status: SignatureStatus, error: SecureMailError | None) -> VerifyResult:
+        reason = str(error) if error is not None else "signature verified"
+        return dataclasses.replace(result, status=status, reason=reason, error=error)
+
+    bad = [c.error for c in checked if isinstance(c.error, SignatureInvalidError)]
+    if bad or not good:
+        error = bad[0] if bad else checked[0].error
+        assert error is not None
+        unsupported = isinstance(error, UnsupportedAlgorithmError)
+        return outcome(
+            SignatureStatus.NOT_CHECKED if unsupported else SignatureStatus.FAILED, error
+        )
+    assert first.certificate is not None
+    try:
+        path = validate_path(
+            first.certificate,
+            trust_anchors=trust,
+            intermediates=[*parsed.certificates, *extra],
+            at=at,
+            purpose=KeyPurpose.SIGN,
+            allow_weak=policy.allow_weak_algorithms,
+        )
+    except CertificateError as exc:
+        return outcome(SignatureStatus.FAILED, exc)
+    result = dataclasses.replace(result, chain=path.certificates)
+    sender = _from_address(restored.data)
+    if policy.require_signer_matches_from and (
+        sender is None or not matches_email(first.certificate, sender)
+    ):
+        return outcome(
+            SignatureStatus.FAILED,
+            SignerMismatch(result.signer or "?", sender or "(no single From address)"),
+        )
+    if not whole:
+        return outcome(
+            SignatureStatus.PARTIAL,
+            PartialSignatureError(
+                "a valid signature covers only one part of the message; the rest is unsigned"
+            ),
+        )
+    return outcome(SignatureStatus.VERIFIED, None)
+
+
+def _signer_name(certificate: x509.Certificate | None) -> str | None:
+    if certificate is None:
+        return None
+    emails = email_addresses(certificate)
+    return emails[0] if emails else certificate.subject.rfc4514_string()
