@@ -322,15 +322,12 @@ def _signature_problem(cert: x509.Certificate, issuer: x509.Certificate) -> str 
             _verify_legacy(cert, issuer)
         else:
             cert.verify_directly_issued_by(issuer)
-    except InvalidSignature:
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # ValueError/TypeError: key type and algorithm differ, or an algorithm nobody verifies.
+        detail = f" ({exc})" if str(exc) else ""
         return (
             f"the signature on {_subject(cert)!r} does not verify with the key of "
-            f"{_subject(issuer)!r}"
-        )
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        return (
-            f"the signature on {_subject(cert)!r} by {_subject(issuer)!r} cannot be "
-            f"checked ({cert.signature_algorithm_oid.dotted_string}: {exc})"
+            f"{_subject(issuer)!r}{detail}"
         )
     return None
 
@@ -438,7 +435,7 @@ def _check_strength(cert: x509.Certificate, leaf: x509.Certificate, signature_co
     reason = reason or _weak_key(cert)
     if reason is not None:
         raise UntrustedCertificateError(
-            _subject(cert), _in_path_of(cert, leaf, f"{reason} (allow_weak=True accepts it)")
+            _subject(cert), _in_path_of(cert, leaf, f"{reason}; allow_weak=True accepts it")
         )
 
 
@@ -452,7 +449,7 @@ def _weak_signature(cert: x509.Certificate) -> str | None:
 def _weak_hash(cert: x509.Certificate) -> str | None:
     try:
         digest = cert.signature_hash_algorithm
-    except UnsupportedAlgorithm:  # MD2, MD4, ...: refused later as "cannot be checked"
+    except UnsupportedAlgorithm:  # MD2, MD4, ...: nothing verifies those, the path fails
         return None
     if isinstance(digest, hashes.MD5 | hashes.SHA1):
         return "MD5" if isinstance(digest, hashes.MD5) else "SHA-1"
