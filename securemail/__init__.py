@@ -35,8 +35,8 @@ from .keys import (
     load_private_key,
 )
 from .policy import COMPATIBLE, DEFAULT, STRICT, Policy
-from .results import DecryptResult, ProtectedMessage, SignatureStatus, VerifyResult
-from .smime import decrypt, encrypt, sign, verify
+from .results import DecryptResult, ProtectedMessage, ReadResult, SignatureStatus, VerifyResult
+from .smime import decrypt, encrypt, read, sign, verify
 
 __all__ = [
     "COMPATIBLE",
@@ -48,6 +48,7 @@ __all__ = [
     "MessageBuilder",
     "Policy",
     "ProtectedMessage",
+    "ReadResult",
     "Recipient",
     "SecureMailError",
     "SignatureStatus",
@@ -61,6 +62,7 @@ __all__ = [
     "load_pkcs12",
     "load_private_key",
     "policy",
+    "read",
     "sign",
     "verify",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "DigestAlgorithm",
     "KeyTransport",
     "Policy",
+    "RevocationCheck",
     "SignatureMode",
     "SignaturePadding",
 ]
@@ -68,6 +69,20 @@ class SignaturePadding(enum.StrEnum):
     PSS = "pss"
 
 
+class RevocationCheck(enum.StrEnum):
+    """Which certificates must be shown unrevoked by a CRL when verifying.
+
+    ``off``: CRLs are ignored. ``if-available``: CRLs that come with the message or from the
+    caller are checked, and a certificate listed in one is refused; a certificate no CRL
+    covers is accepted. ``required``: every certificate in the path must be covered by a
+    current CRL. securemail never fetches CRLs or asks OCSP responders itself.
+    """
+
+    OFF = "off"
+    IF_AVAILABLE = "if-available"
+    REQUIRED = "required"
+
+
 class SignatureMode(enum.StrEnum):
     """``detached`` = multipart/signed, readable without S/MIME support (RFC 8551 3.5.3);
     ``opaque`` = application/pkcs7-mime signed-data, robust against MTAs that rewrite text."""
@@ -108,6 +123,7 @@ class Policy:
     require_authenticated_encryption: bool = False
     """Refuse to decrypt content without an integrity check (CBC)."""
     require_signer_matches_from: bool = True
+    revocation: RevocationCheck = RevocationCheck.IF_AVAILABLE
     allow_weak_algorithms: bool = False
     """Accept SHA-1 signatures and certificates and RSA keys under 2048 bits when verifying
     old mail. Off by default: such signatures can be forged."""
@@ -127,6 +143,7 @@ class Policy:
         object.__setattr__(self, "digest", DigestAlgorithm(self.digest))
         object.__setattr__(self, "rsa_padding", SignaturePadding(self.rsa_padding))
         object.__setattr__(self, "signature_mode", SignatureMode(self.signature_mode))
+        object.__setattr__(self, "revocation", RevocationCheck(self.revocation))
         if any(c in self.obscured_subject for c in "\r\n\0"):
             raise ValueError("obscured_subject must not contain CR, LF or NUL")
         if self.max_message_size <= 0:

@@ -21,7 +21,7 @@ from .errors import NotSignedError, SecureMailError
 if TYPE_CHECKING:
     from .smime.capabilities import Capabilities
 
-__all__ = ["DecryptResult", "ProtectedMessage", "SignatureStatus", "VerifyResult"]
+__all__ = ["DecryptResult", "ProtectedMessage", "ReadResult", "SignatureStatus", "VerifyResult"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,3 +110,35 @@ class VerifyResult:
         if self.error is not None:
             raise self.error
         raise NotSignedError(self.reason)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadResult:
+    """Every protection layer of an inbound message, opened; ``data`` is the innermost
+    message with its protected headers restored."""
+
+    data: bytes
+    decryptions: tuple[DecryptResult, ...] = ()
+    signatures: tuple[VerifyResult, ...] = ()
+    """Outermost first."""
+
+    @property
+    def message(self) -> EmailMessage:
+        return wire.parse(self.data)
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.decryptions)
+
+    @property
+    def verified(self) -> bool:
+        """There is at least one signature layer, and every one of them verified."""
+        return bool(self.signatures) and all(s.verified for s in self.signatures)
+
+    @property
+    def authenticated(self) -> bool:
+        """The content cannot have been altered unnoticed: a verified signature covers it,
+        or every encryption layer was an AEAD whose tag verified."""
+        if self.verified:
+            return True
+        return bool(self.decryptions) and all(d.authenticated for d in self.decryptions)

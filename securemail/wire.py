@@ -238,28 +238,28 @@ _FIELD_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
 
 def split_entity(data: bytes) -> RawEntity:
-    """Split canonical (CRLF) entity bytes into raw header fields and the body."""
-    if data.startswith(CRLF):
-        return RawEntity(fields=(), body=data[2:])
-    end = data.find(CRLF + CRLF)
-    if end < 0:
-        # A header section without a body is legal only at the very end of the data.
-        header, body = data if data.endswith(CRLF) else data + CRLF, b""
-    else:
-        header, body = data[: end + 2], data[end + 4 :]
+    """Split canonical (CRLF) entity bytes into raw header fields and the body.
+
+    Like the standard library's parser, a line that is not a header field ends the header
+    section (an entity without headers is all body, and its type is text/plain).
+    """
     fields: list[RawField] = []
-    for line in header.split(CRLF)[:-1]:
-        if line[:1] in (b" ", b"\t"):
-            if not fields:
-                raise MalformedMessageError("the header section starts with a continuation line")
+    pos = 0
+    while pos < len(data):
+        eol = data.find(CRLF, pos)
+        end = len(data) if eol < 0 else eol + 2
+        line = data[pos : eol if eol >= 0 else len(data)]
+        if not line:
+            return RawEntity(fields=tuple(fields), body=data[end:])
+        if line[:1] in (b" ", b"\t") and fields:
             last = fields[-1]
             fields[-1] = RawField(last.name, last.raw + line + CRLF)
-            continue
-        match = _FIELD_NAME.match(line)
-        if match is None:
-            raise MalformedMessageError("a header line is not of the form 'Name: value'")
-        fields.append(RawField(match.group(1).decode("ascii"), line + CRLF))
-    return RawEntity(fields=tuple(fields), body=body)
+        elif (match := _FIELD_NAME.match(line)) is not None:
+            fields.append(RawField(match.group(1).decode("ascii"), line + CRLF))
+        else:
+            break
+        pos = end
+    return RawEntity(fields=tuple(fields), body=data[pos:])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +274,9 @@ def split_multipart(body: bytes, boundary: str) -> MultipartBody:
     """Split a multipart body into the exact bytes of each part (RFC 2046 5.1.1).
 
     The CRLF before a delimiter line belongs to the delimiter, so a part's bytes end before
-    it: for multipart/signed these are precisely the bytes the signature covers.
+    it: for multipart/signed these are precisely the bytes the signature covers. A missing
+    close delimiter is tolerated, as every mail client does (``closed`` records it): the
+    last part then runs to the end of the body.
     """
     if not boundary or len(boundary) > 70:
         raise MalformedMessageError("multipart boundary is missing or longer than 70 characters")
@@ -290,14 +292,14 @@ def split_multipart(body: bytes, boundary: str) -> MultipartBody:
         if this.group(1):
             closed = True
             break
-        if following is None:
-            raise MalformedMessageError("multipart body has no closing boundary")
-        parts.append(body[this.end() : following.start()])
-    close_end = matches[len(parts)].end()
+        part = body[this.end() : following.start() if following else len(body)]
+        if following is None and not part.strip():
+            break  # an unclosed body ending in a bare delimiter: nothing follows it
+        parts.append(part)
     return MultipartBody(
         preamble=body[: matches[0].start()],
         parts=tuple(parts),
-        epilogue=body[close_end:] if closed else b"",
+        epilogue=body[matches[len(parts)].end() :] if closed else b"",
         closed=closed,
     )
 

@@ -6,7 +6,7 @@ those who need control: :mod:`.enveloped` and :mod:`.signed` (CMS), :mod:`.valid
 """
 
 from .capabilities import ANNOUNCED, MODERN, Capabilities
-from .mime import choose_algorithms, decrypt, encrypt, sign, verify
+from .mime import choose_algorithms, decrypt, encrypt, read, sign, verify
 from .validation import KeyPurpose, ValidatedPath, validate_path
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "choose_algorithms",
     "decrypt",
     "encrypt",
+    "read",
     "sign",
     "validate_path",
     "verify",

@@ -17,6 +17,8 @@ nothing distinguishes them; for RSA PKCS#1 v1.5 a failed unwrap continues with a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import os
 from collections.abc import Callable, Sequence
 
@@ -46,7 +48,13 @@ from ..policy import ContentCipher, KeyTransport
 from . import _asn1
 from .validation import email_addresses
 
-__all__ = ["EnvelopeRecipient", "OpenedEnvelope", "decrypt_envelope", "encrypt_envelope"]
+__all__ = [
+    "EnvelopeRecipient",
+    "OpenedEnvelope",
+    "decrypt_envelope",
+    "decrypt_envelope_with_kek",
+    "encrypt_envelope",
+]
 
 _HASH: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
@@ -55,7 +63,12 @@ _HASH: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
 }
-_WRAP_KEY_SIZE = {_asn1.OID_AES128_WRAP: 16, _asn1.OID_AES192_WRAP: 24, _asn1.OID_AES256_WRAP: 32}
+_WRAP_KEY_SIZE = {
+    _asn1.OID_AES128_WRAP: 16,
+    _asn1.OID_AES192_WRAP: 24,
+    _asn1.OID_AES256_WRAP: 32,
+    _asn1.OID_3DES_WRAP: 24,
+}
 _CONTENT_OID = {
     ContentCipher.AES_128_GCM: _asn1.OID_AES128_GCM,
     ContentCipher.AES_256_GCM: _asn1.OID_AES256_GCM,
@@ -82,7 +95,8 @@ class OpenedEnvelope:
     content: bytes
     content_cipher: str
     authenticated: bool
-    recipient_certificate: x509.Certificate
+    recipient_certificate: x509.Certificate | None
+    """The certificate whose recipient info opened it (None for a key-encryption key)."""
 
 
 def _recipient_name(certificate: x509.Certificate) -> str:
@@ -145,10 +159,11 @@ def _ktri(
     )
 
 
-def _shared_info(wrap_oid: str, wrap_size: int, ukm: bytes | None) -> bytes:
+def _shared_info(wrap: _asn1.KeyWrapAlgorithm, wrap_size: int, ukm: bytes | None) -> bytes:
+    """RFC 5753 7.2; keyInfo is the key wrap algorithm exactly as the message states it."""
     info = _asn1.ECCCMSSharedInfo(
         {
-            "key_info": {"algorithm": wrap_oid},
+            "key_info": algos.AlgorithmIdentifier.load(wrap.dump()),
             "supp_pub_info": (wrap_size * 8).to_bytes(4, "big"),
         }
     )
@@ -194,9 +209,8 @@ def _kari(recipient: EnvelopeRecipient, public_key: object, cek: bytes) -> cms.R
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         originator_alg = {"algorithm": "x25519"}
-    kek = _derive_kek(
-        kdf, hash_name, secret, _shared_info(wrap_oid, wrap_size, None), wrap_size, None
-    )
+    wrap = _asn1.KeyWrapAlgorithm({"algorithm": wrap_oid})
+    kek = _derive_kek(kdf, hash_name, secret, _shared_info(wrap, wrap_size, None), wrap_size, None)
     wrapped = keywrap.aes_key_wrap(kek, cek)
     return cms.RecipientInfo(
         name="kari",
@@ -208,7 +222,7 @@ def _kari(recipient: EnvelopeRecipient, public_key: object, cek: bytes) -> cms.R
             ),
             "key_encryption_algorithm": {
                 "algorithm": kea_oid,
-                "parameters": _asn1.KeyWrapAlgorithm({"algorithm": wrap_oid}),
+                "parameters": wrap,
             },
             "recipient_encrypted_keys": [
                 {
@@ -392,12 +406,31 @@ def _unwrap_kari(info: cms.KeyAgreeRecipientInfo, encrypted_key: bytes, key: Pri
             raise DecryptionError() from None
     else:
         raise DecryptionError()
-    shared_info = _shared_info(wrap_oid, wrap_size, ukm)
+    shared_info = _shared_info(wrap, wrap_size, ukm)
     kek = _derive_kek(kdf, hash_name, secret, shared_info, wrap_size, ukm)
+    if wrap_oid == _asn1.OID_3DES_WRAP:
+        return _des3_key_unwrap(kek, encrypted_key)
     try:
         return keywrap.aes_key_unwrap(kek, encrypted_key)
     except (keywrap.InvalidUnwrap, ValueError):
         raise DecryptionError() from None
+
+
+_DES3_WRAP_IV = bytes.fromhex("4adda22c79e82105")
+
+
+def _des3_key_unwrap(kek: bytes, wrapped: bytes) -> bytes:
+    """RFC 3217 section 3.2 Triple-DES key unwrap (read only, for OpenSSL 1.1.1's ECDH+3DES)."""
+    if len(wrapped) != 40:
+        raise DecryptionError()
+    outer = Cipher(TripleDES(kek), modes.CBC(_DES3_WRAP_IV)).decryptor()
+    temp2 = (outer.update(wrapped) + outer.finalize())[::-1]
+    inner = Cipher(TripleDES(kek), modes.CBC(temp2[:8])).decryptor()
+    cek_icv = inner.update(temp2[8:]) + inner.finalize()
+    cek, icv = cek_icv[:-8], cek_icv[-8:]
+    if not hmac.compare_digest(hashlib.sha1(cek).digest()[:8], icv):  # noqa: S324 (RFC 3217)
+        raise DecryptionError()
+    return cek
 
 
 def _find_recipient(
@@ -476,15 +509,20 @@ def _decrypt_aead(
     return plaintext
 
 
-def decrypt_envelope(
-    data: bytes,
-    private_key: PrivateKey,
-    certificate: x509.Certificate,
-    *,
-    require_authenticated: bool = False,
-    max_size: int | None = None,
-) -> OpenedEnvelope:
-    """Open a BER or DER ContentInfo holding EnvelopedData or AuthEnvelopedData."""
+@dataclasses.dataclass(frozen=True)
+class _Envelope:
+    """The parts of an (Auth)EnvelopedData that decryption needs, parsed up front."""
+
+    recipient_infos: cms.RecipientInfos
+    algorithm: _ContentAlgorithm
+    oid: str
+    params: object
+    ciphertext: bytes
+    tag: bytes | None
+    aad: bytes | None
+
+
+def _parse_envelope(data: bytes, require_authenticated: bool, max_size: int | None) -> _Envelope:
     try:
         info = cms.ContentInfo.load(data, strict=True)
         content_type = info["content_type"].native
@@ -496,6 +534,7 @@ def decrypt_envelope(
             enc_info = body["auth_encrypted_content_info"]
             tag = body["mac"].native
             auth_attrs = body["auth_attrs"]
+            # RFC 5083 2.2: the authenticated attributes are the AAD, DER SET OF encoded.
             aad = None if isinstance(auth_attrs, core.Void) else b"\x31" + auth_attrs.dump()[1:]
         else:
             raise DecryptionError("the message is not S/MIME encrypted (no EnvelopedData)")
@@ -519,20 +558,25 @@ def decrypt_envelope(
         raise DecryptionError()
     if require_authenticated and not chosen.authenticated:
         raise UnauthenticatedContentError(chosen.name)
-    recipient, kari_key = _find_recipient(recipient_infos, certificate)
+    return _Envelope(recipient_infos, chosen, oid, params, ciphertext, tag, aad)
+
+
+def _open(
+    envelope: _Envelope, unwrap: Callable[[], bytes], certificate: x509.Certificate | None
+) -> OpenedEnvelope:
+    """Unwrap the content key and decrypt; every failure is the one DecryptionError."""
+    chosen = envelope.algorithm
     try:
-        if recipient.name == "ktri":
-            cek = _unwrap_ktri(recipient.chosen, private_key, chosen.key_sizes)
-        else:
-            assert kari_key is not None
-            cek = _unwrap_kari(recipient.chosen, kari_key, private_key)
+        cek = unwrap()
         if len(cek) not in chosen.key_sizes:
             raise DecryptionError()
         if chosen.authenticated:
-            assert tag is not None
-            content = _decrypt_aead(oid, cek, params, ciphertext, tag, aad)
+            assert envelope.tag is not None
+            content = _decrypt_aead(
+                envelope.oid, cek, envelope.params, envelope.ciphertext, envelope.tag, envelope.aad
+            )
         else:
-            content = _decrypt_cbc(oid, cek, params, ciphertext)
+            content = _decrypt_cbc(envelope.oid, cek, envelope.params, envelope.ciphertext)
     except (DecryptionError, UnsupportedAlgorithmError):
         raise
     except (ValueError, TypeError, KeyError, IndexError, OverflowError):
@@ -543,3 +587,54 @@ def decrypt_envelope(
         authenticated=chosen.authenticated,
         recipient_certificate=certificate,
     )
+
+
+def decrypt_envelope(
+    data: bytes,
+    private_key: PrivateKey,
+    certificate: x509.Certificate,
+    *,
+    require_authenticated: bool = False,
+    max_size: int | None = None,
+) -> OpenedEnvelope:
+    """Open a BER or DER ContentInfo holding EnvelopedData or AuthEnvelopedData."""
+    envelope = _parse_envelope(data, require_authenticated, max_size)
+    recipient, kari_key = _find_recipient(envelope.recipient_infos, certificate)
+
+    def unwrap() -> bytes:
+        if recipient.name == "ktri":
+            return _unwrap_ktri(recipient.chosen, private_key, envelope.algorithm.key_sizes)
+        assert kari_key is not None
+        return _unwrap_kari(recipient.chosen, kari_key, private_key)
+
+    return _open(envelope, unwrap, certificate)
+
+
+def decrypt_envelope_with_kek(
+    data: bytes,
+    key_identifier: bytes,
+    kek: bytes,
+    *,
+    require_authenticated: bool = False,
+    max_size: int | None = None,
+) -> OpenedEnvelope:
+    """Open an envelope through a KEKRecipientInfo (RFC 5652 6.2.3): a pre-shared AES
+    key-encryption key named by ``key_identifier``."""
+    envelope = _parse_envelope(data, require_authenticated, max_size)
+    for info in envelope.recipient_infos:
+        if info.name == "kekri" and info.chosen["kekid"]["key_identifier"].native == key_identifier:
+            break
+    else:
+        raise NotARecipientError(f"KEK {key_identifier.hex()}")
+    wrap_oid = info.chosen["key_encryption_algorithm"]["algorithm"].dotted
+    if _WRAP_KEY_SIZE.get(wrap_oid) != len(kek) or wrap_oid == _asn1.OID_3DES_WRAP:
+        raise UnsupportedAlgorithmError(wrap_oid, f"a {len(kek)}-byte key-encryption key")
+    encrypted_key = info.chosen["encrypted_key"].native
+
+    def unwrap() -> bytes:
+        try:
+            return keywrap.aes_key_unwrap(kek, encrypted_key)
+        except (keywrap.InvalidUnwrap, ValueError):
+            raise DecryptionError() from None
+
+    return _open(envelope, unwrap, None)

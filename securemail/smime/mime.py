@@ -34,12 +34,18 @@ from ..errors import (
 )
 from ..keys import Identity, Recipient
 from ..policy import DEFAULT, ContentCipher, KeyTransport, Policy, SignatureMode
-from ..results import DecryptResult, ProtectedMessage, SignatureStatus, VerifyResult
+from ..results import (
+    DecryptResult,
+    ProtectedMessage,
+    ReadResult,
+    SignatureStatus,
+    VerifyResult,
+)
 from . import enveloped, signed
 from .capabilities import ANNOUNCED
 from .validation import KeyPurpose, email_addresses, matches_email, validate_path
 
-__all__ = ["choose_algorithms", "decrypt", "encrypt", "sign", "verify"]
+__all__ = ["choose_algorithms", "decrypt", "encrypt", "read", "sign", "verify"]
 
 MessageInput = payload.MessageInput
 _PKCS7_MIME = ("application/pkcs7-mime", "application/x-pkcs7-mime")
@@ -322,7 +328,7 @@ def decrypt(
 
 def _is_signed(entity: _Entity) -> bool:
     if entity.content_type == "multipart/signed":
-        return True
+        return entity.params.get("protocol", "") in _PKCS7_SIGNATURE
     return entity.content_type in _PKCS7_MIME and entity.params.get("smime-type") == "signed-data"
 
 
@@ -337,14 +343,11 @@ def _from_address(data: bytes) -> str | None:
 def _signed_layer(entity: _Entity) -> tuple[bytes | None, bytes]:
     """(detached content or None, SignedData DER) of a signed entity."""
     if entity.content_type == "multipart/signed":
-        protocol = entity.params.get("protocol", "")
-        if protocol not in _PKCS7_SIGNATURE:
-            raise NotSignedError(f"multipart/signed with protocol {protocol!r} is not S/MIME")
         boundary = entity.params.get("boundary")
         if not boundary:
             raise MalformedMessageError("multipart/signed without a boundary")
         parts = wire.split_multipart(entity.raw.body, boundary)
-        if len(parts.parts) != 2 or not parts.closed:
+        if len(parts.parts) != 2:
             raise MalformedMessageError("multipart/signed must have exactly two parts")
         signature = _entity(parts.parts[1])
         if signature.content_type not in _PKCS7_SIGNATURE:
@@ -360,6 +363,7 @@ def verify(
     policy: Policy = DEFAULT,
     at: dt.datetime | None = None,
     certificates: Sequence[x509.Certificate] = (),
+    crls: Sequence[x509.CertificateRevocationList] = (),
 ) -> VerifyResult:
     """Verify an S/MIME signed message against the caller's trust anchors.
 
@@ -372,33 +376,46 @@ def verify(
     """
     data = _message_bytes(message, policy)
     outer = _entity(data)
+    context = _VerifyContext(trust, certificates, crls, at, policy)
     if _is_signed(outer):
-        return _verify_entity(outer, outer, trust, policy, at, certificates, whole=True)
+        return _verify_entity(outer, outer, context, whole=True)
     for inner in _walk(outer):
         if _is_signed(inner):
-            return _verify_entity(outer, inner, trust, policy, at, certificates, whole=False)
-    error = NotSignedError("the message is not S/MIME signed")
+            return _verify_entity(outer, inner, context, whole=False)
+    error = NotSignedError(
+        "the message is PGP/MIME signed, not S/MIME"
+        if outer.content_type == "multipart/signed"
+        else "the message is not S/MIME signed"
+    )
     return VerifyResult(status=SignatureStatus.NOT_CHECKED, reason=str(error), error=error)
 
 
+@dataclasses.dataclass(frozen=True)
+class _VerifyContext:
+    """What the caller trusts and knows: anchors, extra certificates and CRLs, the time."""
+
+    trust: Sequence[x509.Certificate]
+    certificates: Sequence[x509.Certificate]
+    crls: Sequence[x509.CertificateRevocationList]
+    at: dt.datetime | None
+    policy: Policy
+
+
 def _verify_entity(
-    outer: _Entity,
-    entity: _Entity,
-    trust: Sequence[x509.Certificate],
-    policy: Policy,
-    at: dt.datetime | None,
-    extra: Sequence[x509.Certificate],
-    *,
-    whole: bool,
+    outer: _Entity, entity: _Entity, context: _VerifyContext, *, whole: bool
 ) -> VerifyResult:
+    policy = context.policy
     detached, der = _signed_layer(entity)
     parsed = signed.load_signed_data(der)
-    content, checked = signed.check_signed_data(
-        parsed,
-        detached_content=detached,
-        extra_certificates=extra,
-        allow_weak=policy.allow_weak_algorithms,
-    )
+    try:
+        content, checked = signed.check_signed_data(
+            parsed,
+            detached_content=detached,
+            extra_certificates=context.certificates,
+            allow_weak=policy.allow_weak_algorithms,
+        )
+    except SignatureInvalidError as exc:
+        return VerifyResult(status=SignatureStatus.FAILED, reason=str(exc), error=exc)
     good = [c for c in checked if c.error is None]
     first = good[0] if good else checked[0]
     restored = payload.restore(outer.raw, wire.split_entity(wire.canonicalize(content)))
@@ -431,9 +448,9 @@ def _verify_entity(
     try:
         path = validate_path(
             first.certificate,
-            trust_anchors=trust,
-            intermediates=[*parsed.certificates, *extra],
-            at=at,
+            trust_anchors=context.trust,
+            intermediates=[*parsed.certificates, *context.certificates],
+            at=context.at,
             purpose=KeyPurpose.SIGN,
             allow_weak=policy.allow_weak_algorithms,
         )
@@ -456,6 +473,49 @@ def _verify_entity(
             ),
         )
     return outcome(SignatureStatus.VERIFIED, None)
+
+
+MAX_LAYERS = 8
+
+
+def read(
+    message: MessageInput,
+    *,
+    identity: Identity | None = None,
+    trust: Sequence[x509.Certificate] = (),
+    policy: Policy = DEFAULT,
+    at: dt.datetime | None = None,
+    certificates: Sequence[x509.Certificate] = (),
+) -> ReadResult:
+    """Open every S/MIME layer of an inbound message, outermost first.
+
+    Signed-then-encrypted, encrypted-then-signed and repeated signatures are all unwrapped:
+    each encrypted layer is decrypted with ``identity``, each signed layer verified against
+    ``trust``. The result keeps every layer's outcome; ``ReadResult.verified`` is true only
+    if at least one signature was verified and none failed.
+    """
+    data = _message_bytes(message, policy)
+    decryptions: list[DecryptResult] = []
+    signatures: list[VerifyResult] = []
+    for _ in range(MAX_LAYERS):
+        entity = _entity(data)
+        if _is_enveloped(entity):
+            if identity is None:
+                raise DecryptionError("the message is encrypted; an identity is needed to read it")
+            decrypted = decrypt(data, identity, policy=policy)
+            decryptions.append(decrypted)
+            data = decrypted.data
+        elif _is_signed(entity):
+            checked = verify(data, trust=trust, policy=policy, at=at, certificates=certificates)
+            signatures.append(checked)
+            if checked.data is None:
+                break
+            data = checked.data
+        else:
+            break
+    else:
+        raise MalformedMessageError(f"more than {MAX_LAYERS} nested S/MIME layers")
+    return ReadResult(data=data, decryptions=tuple(decryptions), signatures=tuple(signatures))
 
 
 def _signer_name(certificate: x509.Certificate | None) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -59,6 +60,7 @@ _CRYPTO_HASH: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512,
 }
 WEAK_DIGESTS = frozenset({"md5", "sha1"})
+_SIGNED_ONLY = frozenset({_asn1.OID_CONTENT_TYPE, _asn1.OID_MESSAGE_DIGEST, _asn1.OID_SIGNING_TIME})
 
 
 class Signer(Protocol):
@@ -201,6 +203,7 @@ class SignedContent:
     """The encapsulated content, or None when the signature is detached."""
     certificates: tuple[x509.Certificate, ...]
     signed_data: cms.SignedData
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
 
 
 def load_signed_data(data: bytes) -> SignedContent:
@@ -214,10 +217,17 @@ def load_signed_data(data: bytes) -> SignedContent:
         if encap["content_type"].native != "data":
             raise UnsupportedAlgorithmError(encap["content_type"].dotted, "signed content type")
         content = encap["content"].native
-        certificates: list[x509.Certificate] = []
-        for choice in signed["certificates"] or []:
-            if choice.name == "certificate":
-                certificates.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+        certificates = [
+            cert
+            for choice in signed["certificates"] or []
+            if choice.name == "certificate"
+            and (cert := _parse_certificate(choice.chosen.dump())) is not None
+        ]
+        crls = [
+            crl
+            for choice in signed["crls"] or []
+            if choice.name == "crl" and (crl := _parse_crl(choice.chosen.dump())) is not None
+        ]
         len(signed["signer_infos"])  # force parsing now, not during the check
     except (MalformedASN1Error, UnsupportedAlgorithmError):
         raise
@@ -225,7 +235,40 @@ def load_signed_data(data: bytes) -> SignedContent:
         raise MalformedASN1Error("CMS SignedData", type(exc).__name__) from None
     if content is not None and not isinstance(content, bytes):
         raise MalformedASN1Error("CMS SignedData", "encapsulated content is not an OCTET STRING")
-    return SignedContent(content=content, certificates=tuple(certificates), signed_data=signed)
+    return SignedContent(
+        content=content,
+        certificates=tuple(certificates),
+        signed_data=signed,
+        crls=tuple(crls),
+    )
+
+
+def _parse_certificate(der: bytes) -> x509.Certificate | None:
+    """A certificate embedded in a message, or None if it cannot be parsed.
+
+    One broken certificate in a bundle (old encoders wrote names or serial numbers that
+    today's parsers reject) must not make the whole signature unreadable: the signer's
+    certificate is looked up afterwards and its absence is reported as such.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a non-positive serial number
+            certificate = x509.load_der_x509_certificate(der)
+            certificate.issuer.public_bytes()  # names are parsed lazily
+            certificate.subject.public_bytes()
+            certificate.serial_number  # noqa: B018 (warns once, here, for negative serials)
+    except ValueError:
+        return None
+    return certificate
+
+
+def _parse_crl(der: bytes) -> x509.CertificateRevocationList | None:
+    try:
+        crl = x509.load_der_x509_crl(der)
+        crl.issuer.public_bytes()
+    except ValueError:
+        return None
+    return crl
 
 
 def _find_certificate(
@@ -291,7 +334,7 @@ def _verify_value(
         elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
             key.verify(signature, data)
         elif isinstance(key, dsa.DSAPublicKey):
-            raise UnsupportedAlgorithmError("DSA", "signatures (DSA is not supported)")
+            key.verify(signature, data, _CRYPTO_HASH[digest_name]())
         else:
             raise UnsupportedAlgorithmError(type(key).__name__, "signatures")
     except InvalidSignature:
@@ -309,10 +352,11 @@ def _check_one(
     digest_name = signer_info["digest_algorithm"]["algorithm"].native
     sig_alg = signer_info["signature_algorithm"]
     sig_name = sig_alg["algorithm"].native
-    certificate = _find_certificate(signer_info["sid"], pool)
+    certificate = None
     signing_time = None
     capabilities = None
     try:
+        certificate = _find_certificate(signer_info["sid"], pool)
         if digest_name not in _HASHLIB_NAME:
             raise UnsupportedAlgorithmError(str(digest_name), "message digest")
         if digest_name in WEAK_DIGESTS and not allow_weak:
@@ -324,14 +368,26 @@ def _check_one(
             raise SignatureInvalidError(
                 "the signer's certificate is neither in the message nor among those given"
             )
+        if isinstance(certificate.public_key(), dsa.DSAPublicKey) and not allow_weak:
+            raise UnsupportedAlgorithmError(
+                "DSA", "signatures (deprecated; enable weak algorithms in the policy to accept it)"
+            )
         actual = hashlib.new(_HASHLIB_NAME[digest_name], content).digest()
         attrs = signer_info["signed_attrs"]
+        unsigned = signer_info["unsigned_attrs"]
+        if not isinstance(unsigned, core.Void) and any(
+            a["type"].dotted in _SIGNED_ONLY for a in unsigned
+        ):
+            # RFC 5652 11.1-11.3: these must be signed; unsigned copies could be forged.
+            raise SignatureInvalidError("a signed-only attribute appears among unsigned ones")
         if not isinstance(attrs, core.Void):
             content_type = _single_attribute(attrs, "content_type")
             if content_type is None or content_type.dotted != _asn1.OID_DATA:
                 raise SignatureInvalidError("the contentType signed attribute is missing or wrong")
             claimed = _single_attribute(attrs, "message_digest")
-            if claimed is None or claimed.native != actual:
+            if claimed is None:
+                raise SignatureInvalidError("the messageDigest signed attribute is missing")
+            if claimed.native != actual:
                 raise SignatureInvalidError("the content does not match the signed digest")
             when = _single_attribute(attrs, "signing_time")
             if when is not None:
@@ -373,16 +429,19 @@ def check_signed_data(
     A detached signature whose SignedData also carries content is refused: the two could
     differ, and a reader would not know which one was signed.
     """
+    try:
+        infos = list(signed.signed_data["signer_infos"])
+        digest_count = len(signed.signed_data["digest_algorithms"])
+    except (ValueError, TypeError) as exc:
+        raise MalformedASN1Error("CMS SignerInfos", type(exc).__name__) from None
+    if not infos:
+        raise SignatureInvalidError("the SignedData has no signer (a certificates-only bundle)")
+    if not digest_count:
+        raise SignatureInvalidError("the SignedData lists no digest algorithm")
     if detached_content is not None and signed.content is not None:
         raise SignatureInvalidError("a detached signature must not carry content of its own")
     content = detached_content if detached_content is not None else signed.content
     if content is None:
         raise SignatureInvalidError("the signature is detached but no content was given")
     pool = [*signed.certificates, *extra_certificates]
-    try:
-        infos = list(signed.signed_data["signer_infos"])
-    except (ValueError, TypeError) as exc:
-        raise MalformedASN1Error("CMS SignerInfos", type(exc).__name__) from None
-    if not infos:
-        raise SignatureInvalidError("the SignedData has no signer")
     return content, tuple(_check_one(info, content, pool, allow_weak) for info in infos)
