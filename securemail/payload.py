@@ -23,6 +23,7 @@ from . import wire
 from .compose import envelope_recipients, envelope_sender
 from .errors import MalformedMessageError
 from .headers import check_header_value, verify_header_names
+from .legacydisplay import add_legacy_display, strip_legacy_display
 from .policy import Policy
 from .results import ProtectedMessage
 
@@ -115,6 +116,8 @@ def _prepare_message(message: EmailMessage, policy: Policy, encrypting: bool) ->
         check_header_value(name, value)
     outer = _outer_fields(headers, policy, encrypting)
     entity = copy.deepcopy(message)
+    if encrypting and policy.header_protection and policy.legacy_display:
+        add_legacy_display(entity, [(n, v) for n, v in headers if n.lower() == "subject"])
     content_items = [(n, v) for n, v in entity.items() if _is_content_field(n)]
     for name in set(entity.keys()):
         del entity[name]
@@ -219,8 +222,13 @@ def restore(outer: wire.RawEntity, inner: wire.RawEntity) -> Restored:
     content = [f for f in inner.content_fields if f.name.lower() != "mime-version"]
     header = b"".join(f.raw for f in fields) + b"MIME-Version: 1.0\r\n"
     header += b"".join(f.raw for f in content)
+    data = header + wire.CRLF + inner.body
+    if protected_mode and params.get("hp") != "clear":
+        message = wire.parse(data)
+        if strip_legacy_display(message):
+            data = wire.to_bytes(message)
     return Restored(
-        data=header + wire.CRLF + inner.body,
+        data=data,
         protected_headers=protected,
         content_type=content_type,
     )
