@@ -150,17 +150,25 @@ def load_pkcs12(source: Source, password: Password = None) -> Identity:
             data = base64.b64decode(b"".join(armored.group(1).split()), validate=True)
         except ValueError:
             raise KeyLoadError(name, "the PKCS12 armor does not contain base64") from None
-    try:
-        with warnings.catch_warnings():
-            # Some producers (NSS) write BER; cryptography accepts it with a warning.
-            warnings.simplefilter("ignore")
-            key, cert, extra = pkcs12.load_key_and_certificates(data, _password(password))
-    except ValueError:
+    secret = _password(password)
+    # "No password" is written two ways (absent, or an empty BMPString); like OpenSSL,
+    # try both when the caller gives none.
+    attempts = [secret] if secret else [secret, b"" if secret is None else None]
+    for attempt in attempts:
+        try:
+            with warnings.catch_warnings():
+                # Some producers (NSS) write BER; cryptography accepts it with a warning.
+                warnings.simplefilter("ignore")
+                key, cert, extra = pkcs12.load_key_and_certificates(data, attempt)
+            break
+        except ValueError:
+            continue
+        except UnsupportedAlgorithm:
+            raise KeyLoadError(name, "uses an encryption algorithm that is not supported") from None
+    else:
         if _looks_like_pkcs12(data):
-            raise WrongPasswordError(name) from None
-        raise KeyLoadError(name, "not a PKCS#12 file") from None
-    except UnsupportedAlgorithm:
-        raise KeyLoadError(name, "uses an encryption algorithm that is not supported") from None
+            raise WrongPasswordError(name)
+        raise KeyLoadError(name, "not a PKCS#12 file")
     if key is None or cert is None:
         raise KeyLoadError(name, "the PKCS#12 file lacks a private key or its certificate")
     return Identity.create(_supported_key(key, name), cert, chain=tuple(extra), source=name)

@@ -118,13 +118,20 @@ class ReadResult:
     message with its protected headers restored."""
 
     data: bytes
-    decryptions: tuple[DecryptResult, ...] = ()
-    signatures: tuple[VerifyResult, ...] = ()
-    """Outermost first."""
+    layers: tuple[DecryptResult | VerifyResult, ...] = ()
+    """Outermost first, in the order they were opened."""
 
     @property
     def message(self) -> EmailMessage:
         return wire.parse(self.data)
+
+    @property
+    def decryptions(self) -> tuple[DecryptResult, ...]:
+        return tuple(layer for layer in self.layers if isinstance(layer, DecryptResult))
+
+    @property
+    def signatures(self) -> tuple[VerifyResult, ...]:
+        return tuple(layer for layer in self.layers if isinstance(layer, VerifyResult))
 
     @property
     def encrypted(self) -> bool:
@@ -137,8 +144,8 @@ class ReadResult:
 
     @property
     def authenticated(self) -> bool:
-        """The content cannot have been altered unnoticed: a verified signature covers it,
-        or every encryption layer was an AEAD whose tag verified."""
+        """The content cannot have been altered unnoticed: every signature verified, or
+        every encryption layer was an AEAD whose tag verified."""
         if self.verified:
             return True
         return bool(self.decryptions) and all(d.authenticated for d in self.decryptions)

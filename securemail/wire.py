@@ -67,7 +67,9 @@ def parse(data: bytes, *, limit: int | None = None) -> EmailMessage:
         raise SizeLimitExceeded("message", limit)
     if not data.strip():
         raise MalformedMessageError("the message is empty")
-    message = email.parser.BytesParser(policy=PARSE_POLICY).parsebytes(data)
+    # Parsed for reading: with "\n" line ends, text comes back as Python text normally has
+    # it. The wire form (CRLF) is what to_bytes() writes again.
+    message = email.parser.BytesParser(policy=PARSE_POLICY).parsebytes(data.replace(CRLF, b"\n"))
     assert isinstance(message, EmailMessage)
     return message
 

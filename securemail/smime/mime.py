@@ -379,14 +379,24 @@ def verify(
     context = _VerifyContext(trust, certificates, crls, at, policy)
     if _is_signed(outer):
         return _verify_entity(outer, outer, context, whole=True)
+    if outer.content_type == "multipart/signed":
+        # Another signature protocol (PGP/MIME): not checked here, but the signed content
+        # is handed back so that the layers below it can still be read.
+        error = NotSignedError(
+            f"signed with {outer.params.get('protocol') or 'an unknown protocol'}, not S/MIME"
+        )
+        boundary = outer.params.get("boundary")
+        parts = wire.split_multipart(outer.raw.body, boundary or "").parts
+        if not parts:
+            raise MalformedMessageError("multipart/signed without parts")
+        content = payload.restore(outer.raw, wire.split_entity(parts[0]))
+        return VerifyResult(
+            status=SignatureStatus.NOT_CHECKED, reason=str(error), error=error, data=content.data
+        )
     for inner in _walk(outer):
         if _is_signed(inner):
             return _verify_entity(outer, inner, context, whole=False)
-    error = NotSignedError(
-        "the message is PGP/MIME signed, not S/MIME"
-        if outer.content_type == "multipart/signed"
-        else "the message is not S/MIME signed"
-    )
+    error = NotSignedError("the message is not S/MIME signed")
     return VerifyResult(status=SignatureStatus.NOT_CHECKED, reason=str(error), error=error)
 
 
@@ -495,27 +505,33 @@ def read(
     if at least one signature was verified and none failed.
     """
     data = _message_bytes(message, policy)
-    decryptions: list[DecryptResult] = []
-    signatures: list[VerifyResult] = []
+    layers: list[DecryptResult | VerifyResult] = []
     for _ in range(MAX_LAYERS):
         entity = _entity(data)
         if _is_enveloped(entity):
             if identity is None:
                 raise DecryptionError("the message is encrypted; an identity is needed to read it")
             decrypted = decrypt(data, identity, policy=policy)
-            decryptions.append(decrypted)
+            layers.append(decrypted)
             data = decrypted.data
-        elif _is_signed(entity):
+        elif entity.content_type == "multipart/signed" or _is_signed(entity):
             checked = verify(data, trust=trust, policy=policy, at=at, certificates=certificates)
-            signatures.append(checked)
+            layers.append(checked)
             if checked.data is None:
                 break
             data = checked.data
         else:
+            # Not a whole-message layer: report a signature on one part (PARTIAL) or a
+            # signature we cannot check (PGP/MIME), and never decrypt an embedded part.
+            if any(_is_enveloped(e) for e in _walk(entity)):
+                raise EmbeddedCiphertextError()
+            checked = verify(data, trust=trust, policy=policy, at=at, certificates=certificates)
+            if checked.status is not SignatureStatus.NOT_CHECKED:
+                layers.append(checked)
             break
     else:
         raise MalformedMessageError(f"more than {MAX_LAYERS} nested S/MIME layers")
-    return ReadResult(data=data, decryptions=tuple(decryptions), signatures=tuple(signatures))
+    return ReadResult(data=data, layers=tuple(layers))
 
 
 def _signer_name(certificate: x509.Certificate | None) -> str | None:
