@@ -6,16 +6,26 @@ Tests build exactly the certificates they need (expired, wrong usage, other CA, 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+import functools
+import re
+from collections.abc import Callable, Sequence
+from email.message import EmailMessage
 from typing import Literal
 
+from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa, x25519
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from securemail.compose import MessageBuilder
+from securemail.keys import Identity
+from securemail.smime import _asn1
 
 KeyType = Literal["rsa2048", "rsa3072", "p256", "p384", "ed25519", "x25519", "rsa1024", "dsa2048"]
 Purpose = Literal["sign", "encrypt", "both", "ca"]
@@ -231,11 +241,26 @@ class PKI:
     users: dict[str, Issued]
 
 
-def make_pki() -> PKI:
-    """Root CA -> intermediate CA -> one user per key type, each with an email address."""
-    root = issue(common_name="securemail Test Root", purpose="ca", key_type="p384")
+def make_pki(*, root_signature_hash: hashes.HashAlgorithm | None = None) -> PKI:
+    """Root CA -> intermediate CA -> one user per key type, each with an email address.
+
+    ``root_signature_hash`` is the digest of the root's (P-384) signatures on itself and on
+    the intermediate; the default is SHA-256. gpgsm 2.2 refuses a P-384 signature over a
+    256-bit digest ("a 256 bit hash is not valid for a 384 bit ECC key"), so its tests pass
+    ``hashes.SHA384()``.
+    """
+    root = issue(
+        common_name="securemail Test Root",
+        purpose="ca",
+        key_type="p384",
+        signature_hash=root_signature_hash,
+    )
     intermediate = issue(
-        common_name="securemail Test Intermediate", purpose="ca", issuer=root, key_type="p256"
+        common_name="securemail Test Intermediate",
+        purpose="ca",
+        issuer=root,
+        key_type="p256",
+        signature_hash=root_signature_hash,
     )
     users = {
         "rsa": issue(common_name="Alice", email="alice@example.com", issuer=intermediate),
@@ -264,3 +289,212 @@ def make_pki() -> PKI:
         ),
     }
     return PKI(root=root, intermediate=intermediate, users=users)
+
+
+def to_pkcs12(
+    issued: Issued,
+    password: bytes,
+    *,
+    chain: Sequence[x509.Certificate] = (),
+    legacy: bool = False,
+) -> bytes:
+    """``issued`` (key and certificate) and ``chain`` as a PKCS#12 file.
+
+    ``legacy=True`` encrypts with PBES1 SHA-1/3DES and a SHA-1 MAC, the only protection
+    gpgsm 2.2 reads; the default is PBES2 (PBKDF2-SHA256, AES-256-CBC) with a SHA-256 MAC.
+    """
+    if legacy:
+        encryption = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .kdf_rounds(2048)
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())  # noqa: S303 - the MAC old readers understand
+            .build(password)
+        )
+    else:
+        encryption = serialization.BestAvailableEncryption(password)
+    return pkcs12.serialize_key_and_certificates(
+        b"securemail test",
+        issued.key,  # type: ignore[arg-type]
+        issued.cert,
+        list(chain) or None,
+        encryption,
+    )
+
+
+# --- shared material and message surgery for the S/MIME tests --------------------------------
+# Kept here, beside the PKI, so that every S/MIME test file builds and takes apart messages the
+# same way. The surgery helpers parse with plain byte operations, not with securemail.wire, so
+# that they stay independent of the code under test.
+
+
+@functools.cache
+def shared_pki() -> PKI:
+    """One :func:`make_pki` per test session (RSA key generation is the slow part)."""
+    return make_pki()
+
+
+def identity(issued: Issued, *chain: Issued) -> Identity:
+    """An :class:`~securemail.keys.Identity` for ``issued`` with ``chain`` as its issuers."""
+    return Identity.create(
+        issued.key,  # type: ignore[arg-type]
+        issued.cert,
+        chain=[ca.cert for ca in chain],
+    )
+
+
+def message(
+    *,
+    sender: str = "alice@example.com",
+    to: Sequence[str] = ("bob@example.com",),
+    subject: str = "Quarterly report",
+    text: str = "The numbers are in.\n",
+    bcc: Sequence[str] = (),
+) -> EmailMessage:
+    """A small message made with the library's own builder."""
+    builder = MessageBuilder().from_addr(sender).to(*to).subject(subject).text(text)
+    if bcc:
+        builder = builder.bcc(*bcc)
+    return builder.build()
+
+
+def split_head(data: bytes) -> tuple[bytes, bytes]:
+    """(header block including its last CRLF, body) of a CRLF message."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, "no blank line after the header block"
+    return head + b"\r\n", body
+
+
+def smime_der(data: bytes) -> bytes:
+    """The DER in the base64 body of an application/pkcs7-mime message."""
+    return base64.b64decode(split_head(data)[1])
+
+
+def with_smime_der(data: bytes, der: bytes) -> bytes:
+    """``data`` with its application/pkcs7-mime body replaced by ``der``."""
+    return split_head(data)[0] + b"\r\n" + base64_lines(der)
+
+
+def base64_lines(data: bytes) -> bytes:
+    encoded = base64.b64encode(data)
+    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+
+
+def boundary_of(data: bytes) -> bytes:
+    head = split_head(data)[0]
+    match = re.search(rb'boundary="([^"]+)"', head)
+    assert match, "no boundary parameter"
+    return match.group(1)
+
+
+def signed_parts(data: bytes) -> tuple[bytes, bytes]:
+    """(the exact bytes of the signed part, the signature DER) of a multipart/signed message."""
+    body = split_head(data)[1]
+    delimiter = b"\r\n--" + boundary_of(data)
+    first = body.index(delimiter[2:] + b"\r\n")  # the first delimiter may start the body
+    second = body.index(delimiter, first)
+    close = body.index(delimiter + b"--", second + len(delimiter))
+    signed = body[first + len(delimiter) : second]
+    signature = body[second + len(delimiter) + 2 : close]
+    return signed, base64.b64decode(split_head(signature)[1])
+
+
+def replace_once(data: bytes, old: bytes, new: bytes) -> bytes:
+    """``data`` with the single occurrence of ``old`` replaced (fails if not exactly one)."""
+    assert data.count(old) == 1, f"{old!r} occurs {data.count(old)} times"
+    return data.replace(old, new)
+
+
+def flip(data: bytes, index: int, mask: int = 0xFF) -> bytes:
+    changed = bytearray(data)
+    changed[index] ^= mask
+    return bytes(changed)
+
+
+def enveloped_message(der: bytes, *, headers: bytes = b"", smime_type: bytes = b"") -> bytes:
+    """A message whose whole body is the CMS ``der`` (EnvelopedData, SignedData, ...)."""
+    kind = b"; smime-type=" + smime_type if smime_type else b""
+    return (
+        b"From: alice@example.com\r\nTo: bob@example.com\r\n"
+        + headers
+        + b"MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime"
+        + kind
+        + b'; name="smime.p7m"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        + base64_lines(der)
+    )
+
+
+# CMS surgery: parse with asn1crypto, change one field, re-encode.
+
+
+def edit_cms(der: bytes, change: Callable[[cms.ContentInfo], None]) -> bytes:
+    """Re-encode ``der`` after ``change`` modified its parsed ContentInfo in place."""
+    info = cms.ContentInfo.load(der)
+    change(info)
+    return bytes(info.dump(force=True))
+
+
+def content_info(info: cms.ContentInfo) -> cms.EncryptedContentInfo:
+    body = info["content"]
+    if info["content_type"].native == "authenticated_enveloped_data":
+        return body["auth_encrypted_content_info"]
+    return body["encrypted_content_info"]
+
+
+def set_ciphertext(der: bytes, ciphertext: bytes) -> bytes:
+    def change(info: cms.ContentInfo) -> None:
+        content_info(info)["encrypted_content"] = ciphertext
+
+    return edit_cms(der, change)
+
+
+def ciphertext_of(der: bytes) -> bytes:
+    return bytes(content_info(cms.ContentInfo.load(der))["encrypted_content"].native)
+
+
+def _parameters(der: bytes) -> bytes:
+    algorithm = content_info(cms.ContentInfo.load(der))["content_encryption_algorithm"]
+    return bytes(algorithm["parameters"].dump())
+
+
+def iv_of(der: bytes) -> bytes:
+    """The CBC IV."""
+    return bytes(core.OctetString.load(_parameters(der)).native)
+
+
+def nonce_of(der: bytes) -> bytes:
+    """The GCM nonce."""
+    return bytes(_asn1.GCMParameters.load(_parameters(der))["aes_nonce"].native)
+
+
+def set_iv(der: bytes, iv: bytes) -> bytes:
+    def change(info: cms.ContentInfo) -> None:
+        algorithm = content_info(info)["content_encryption_algorithm"]
+        algorithm["parameters"] = core.OctetString(iv)
+
+    return edit_cms(der, change)
+
+
+def set_gcm(der: bytes, *, nonce: bytes | None = None, icvlen: int | None = None) -> bytes:
+    def change(info: cms.ContentInfo) -> None:
+        algorithm = content_info(info)["content_encryption_algorithm"]
+        params = _asn1.GCMParameters.load(algorithm["parameters"].dump())
+        algorithm["parameters"] = _asn1.GCMParameters(
+            {
+                "aes_nonce": params["aes_nonce"].native if nonce is None else nonce,
+                "aes_icvlen": params["aes_icvlen"].native if icvlen is None else icvlen,
+            }
+        )
+
+    return edit_cms(der, change)
+
+
+def set_mac(der: bytes, mac: bytes) -> bytes:
+    def change(info: cms.ContentInfo) -> None:
+        info["content"]["mac"] = mac
+
+    return edit_cms(der, change)
+
+
+def mac_of(der: bytes) -> bytes:
+    return bytes(cms.ContentInfo.load(der)["content"]["mac"].native)

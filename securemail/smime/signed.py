@@ -110,6 +110,13 @@ def _signature_algorithm(
     raise UnsupportedAlgorithmError(type(key).__name__, "signing")
 
 
+def _digest_algorithm(digest: DigestAlgorithm) -> algos.DigestAlgorithm:
+    """RFC 5754 2: SHA-2 identifiers are generated with absent parameters. asn1crypto
+    would write NULL when built from a dict, so the identifier is loaded from its DER."""
+    oid = algos.DigestAlgorithmId(digest.value).dump()
+    return algos.DigestAlgorithm.load(b"\x30" + bytes([len(oid)]) + oid)
+
+
 def signing_digest(certificate: x509.Certificate, requested: DigestAlgorithm) -> DigestAlgorithm:
     """The digest a signature by ``certificate`` will use (Ed25519 forces SHA-512)."""
     if isinstance(certificate.public_key(), ed25519.Ed25519PublicKey):
@@ -155,7 +162,7 @@ def sign_content(
                 name="issuer_and_serial_number",
                 value={"issuer": issuer, "serial_number": signer.certificate.serial_number},
             ),
-            "digest_algorithm": {"algorithm": digest.value},
+            "digest_algorithm": _digest_algorithm(digest),
             "signed_attrs": signed_attrs,
             "signature_algorithm": sig_alg,
             "signature": signature,
@@ -167,7 +174,7 @@ def sign_content(
     signed_data = cms.SignedData(
         {
             "version": "v1",
-            "digest_algorithms": [{"algorithm": digest.value}],
+            "digest_algorithms": [_digest_algorithm(digest)],
             "encap_content_info": encap,
             "certificates": [_asn1_cert(c) for c in certificates],
             "signer_infos": [signer_info],
