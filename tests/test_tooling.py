@@ -11,7 +11,7 @@ BIN = Path(sys.executable).parent
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 
 def test_ruff_check() -> None:

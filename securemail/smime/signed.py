@@ -103,6 +103,7 @@ def _signature_algorithm(
         # RFC 3370 3.2: rsaEncryption is the identifier every implementation must read.
         return digest, {"algorithm": "rsassa_pkcs1v15"}
     if isinstance(key, ec.EllipticCurvePublicKey):
+        digest = signing_digest(certificate, digest)
         return digest, {"algorithm": f"{digest.value}_ecdsa"}
     if isinstance(key, ed25519.Ed25519PublicKey):
         # RFC 8419 3.1: with Ed25519 the message digest in signed attributes is SHA-512.
@@ -118,9 +119,19 @@ def _digest_algorithm(digest: DigestAlgorithm) -> algos.DigestAlgorithm:
 
 
 def signing_digest(certificate: x509.Certificate, requested: DigestAlgorithm) -> DigestAlgorithm:
-    """The digest a signature by ``certificate`` will use (Ed25519 forces SHA-512)."""
-    if isinstance(certificate.public_key(), ed25519.Ed25519PublicKey):
+    """The digest a signature by ``certificate`` will use.
+
+    Ed25519 forces SHA-512 (RFC 8419); an EC key gets at least the hash of its curve's
+    strength (P-384 -> SHA-384, RFC 5753 7.1.4), which strict verifiers such as gpgsm
+    require.
+    """
+    key = certificate.public_key()
+    if isinstance(key, ed25519.Ed25519PublicKey):
         return DigestAlgorithm.SHA512
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        order = [DigestAlgorithm.SHA256, DigestAlgorithm.SHA384, DigestAlgorithm.SHA512]
+        floor = order[0] if key.key_size <= 256 else order[1] if key.key_size <= 384 else order[2]
+        return max(requested, floor, key=order.index)
     return requested
 
 
