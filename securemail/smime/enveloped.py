@@ -436,13 +436,17 @@ def _des3_key_unwrap(kek: bytes, wrapped: bytes) -> bytes:
 def _find_recipient(
     infos: cms.RecipientInfos, certificate: x509.Certificate
 ) -> tuple[cms.RecipientInfo, bytes | None]:
-    for info in infos:
-        if info.name == "ktri" and _matches(info.chosen["rid"], certificate):
-            return info, None
-        if info.name == "kari":
-            for rek in info.chosen["recipient_encrypted_keys"]:
-                if _matches(rek["rid"], certificate):
-                    return info, rek["encrypted_key"].native
+    try:
+        for info in infos:
+            if info.name == "ktri" and _matches(info.chosen["rid"], certificate):
+                return info, None
+            if info.name == "kari":
+                for rek in info.chosen["recipient_encrypted_keys"]:
+                    if _matches(rek["rid"], certificate):
+                        return info, rek["encrypted_key"].native
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        # A recipient info that does not parse (garbled or tampered) is no recipient info.
+        raise DecryptionError() from None
     raise NotARecipientError(certificate.subject.rfc4514_string())
 
 
