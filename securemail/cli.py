@@ -17,10 +17,9 @@ from typing import BinaryIO, NoReturn
 
 from . import wire
 from .compose import MessageBuilder
-from .errors import SecureMailError
-from .keys import Identity, Recipient, load_certificate, load_certificates, load_identity
+from .errors import InputError, SecureMailError
+from .keys import Identity, Recipient, load_certificates, load_identity
 from .policy import DEFAULT, ContentCipher, DigestAlgorithm, KeyTransport, Policy, SignatureMode
-from .results import SignatureStatus
 
 __all__ = ["main"]
 
@@ -50,6 +49,13 @@ def _write_output(path: str | None, data: bytes) -> None:
         out.flush()
         return
     Path(path).write_bytes(data)
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
 
 
 def _note(text: str) -> None:
@@ -84,9 +90,9 @@ def _cmd_compose(args: argparse.Namespace) -> int:
     if args.text is not None:
         builder = builder.text(args.text)
     elif args.text_file:
-        builder = builder.text(Path(args.text_file).read_text(encoding="utf-8"))
+        builder = builder.text(_read_text(args.text_file))
     if args.html_file:
-        builder = builder.html(Path(args.html_file).read_text(encoding="utf-8"))
+        builder = builder.html(_read_text(args.html_file))
     for path in args.attach or ():
         builder = builder.attach(Path(path))
     _write_output(args.output, wire.to_bytes(builder.build()))
@@ -154,11 +160,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     _require_smime(args)
     trust = [c for path in args.trust for c in load_certificates(path)]
-    extra = [load_certificate(path) for path in args.cert or ()]
+    extra = [c for path in args.cert or () for c in load_certificates(path)]
     result = verify(_read_input(args.input), trust=trust, policy=_policy(args), certificates=extra)
-    if result.data is not None and result.status is not SignatureStatus.NOT_CHECKED:
-        _write_output(args.output, result.data)
     if result.verified:
+        # Only verified content goes on: `verify | next-step` must never pass on a
+        # message whose signature failed.
+        assert result.data is not None
+        _write_output(args.output, result.data)
         subject = result.certificate.subject.rfc4514_string() if result.certificate else ""
         _note(f"verified: signed by {result.signer} ({subject})")
         return EXIT_OK

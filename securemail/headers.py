@@ -16,6 +16,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from email.headerregistry import Address, AddressHeader
+from email.message import Message
 from typing import cast
 
 from securemail.errors import HeaderInjectionError, InputError
@@ -24,6 +25,7 @@ __all__ = [
     "check_address",
     "check_header_name",
     "check_header_value",
+    "check_message_headers",
     "sanitize_filename",
     "verify_header_names",
 ]
@@ -59,6 +61,26 @@ def check_header_value(name: str, value: str) -> str:
     if not _FORBIDDEN.isdisjoint(str(email.policy.default.header_factory("Subject", value))):
         raise HeaderInjectionError(name, "encodes a line break or NUL (RFC 2047)")
     return value
+
+
+# A stored value may legitimately be folded (a line break followed by a space or tab);
+# any other line break, a lone CR, or NUL would start a new header line or the body.
+_UNFOLDED_BREAK = re.compile(r"\r\n(?![ \t])|\r(?!\n)|(?<!\r)\n(?![ \t])|\0")
+
+
+def check_message_headers(message: Message) -> None:
+    """Check the raw stored header values of ``message`` and all its parts.
+
+    ``EmailMessage.items()`` hands out parsed values with line breaks already removed, so a
+    value stored with a line break (by code that appended to the header list, or by a
+    compat32 ``Message``) would slip past :func:`check_header_value` and reach the
+    generator; the raw values are what it writes.
+    """
+    for part in message.walk():
+        for name, value in part.raw_items():
+            check_header_name(name)
+            if _UNFOLDED_BREAK.search(str(value)):
+                raise HeaderInjectionError(name, "contains a line break or NUL")
 
 
 def check_address(field: str, address: str | Address) -> Address:

@@ -57,8 +57,18 @@ _HASHES: dict[DigestAlgorithm, type[hashes.HashAlgorithm]] = {
 }
 
 
-def read_source(source: Source) -> tuple[bytes, str]:
+@dataclasses.dataclass(frozen=True)
+class _Named:
+    """Bytes already read, with the name of the file they came from (for error messages)."""
+
+    data: bytes
+    name: str
+
+
+def read_source(source: Source | _Named) -> tuple[bytes, str]:
     """Bytes and a printable name for errors, from bytes or a file path."""
+    if isinstance(source, _Named):
+        return source.data, source.name
     if isinstance(source, bytes | bytearray | memoryview):
         return bytes(source), "<bytes>"
     path = Path(source)
@@ -78,32 +88,42 @@ def _is_pem(data: bytes) -> bool:
     return b"-----BEGIN " in data
 
 
-def load_certificates(source: Source) -> tuple[x509.Certificate, ...]:
+def load_certificates(source: Source | _Named) -> tuple[x509.Certificate, ...]:
     """Every certificate in a PEM bundle, a DER certificate, or a PKCS#7 certs-only file."""
     data, name = read_source(source)
     try:
         if _is_pem(data):
             if b"-----BEGIN PKCS7-----" in data:
-                return tuple(pkcs7.load_pem_pkcs7_certificates(data))
+                return _leaf_first(tuple(pkcs7.load_pem_pkcs7_certificates(data)))
             certs = tuple(x509.load_pem_x509_certificates(data))
         else:
             try:
                 certs = (x509.load_der_x509_certificate(data),)
             except ValueError:
-                certs = tuple(pkcs7.load_der_pkcs7_certificates(data))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # BER bundles are read with a warning
+                    certs = tuple(pkcs7.load_der_pkcs7_certificates(data))
     except ValueError:
         raise KeyLoadError(name, "no readable X.509 certificate (PEM, DER or PKCS#7)") from None
     if not certs:
         raise KeyLoadError(name, "contains no certificate")
-    return certs
+    return _leaf_first(certs)
 
 
-def load_certificate(source: Source) -> x509.Certificate:
+def _leaf_first(certs: tuple[x509.Certificate, ...]) -> tuple[x509.Certificate, ...]:
+    """A PKCS#7 bundle is a DER SET, sorted by encoding rather than leaf first: put the
+    certificates that issued none of the others first, keeping the order otherwise."""
+    issuers = {c.issuer for c in certs if c.issuer != c.subject}
+    leaves = [c for c in certs if c.subject not in issuers]
+    return (*leaves, *(c for c in certs if c not in leaves))
+
+
+def load_certificate(source: Source | _Named) -> x509.Certificate:
     """The first certificate of ``source`` (a bundle lists the end-entity first)."""
     return load_certificates(source)[0]
 
 
-def load_private_key(source: Source, password: Password = None) -> PrivateKey:
+def load_private_key(source: Source | _Named, password: Password = None) -> PrivateKey:
     """A PEM or DER private key (PKCS#8, PKCS#1 or SEC 1), encrypted or not."""
     data, name = read_source(source)
     secret = _password(password)
@@ -114,7 +134,7 @@ def load_private_key(source: Source, password: Password = None) -> PrivateKey:
         key = loader(data, password=secret)
     except TypeError:
         # cryptography: a password was needed but not given, or given for a plain key.
-        if secret is None:
+        if not secret:
             raise WrongPasswordError(name) from None
         raise KeyLoadError(name, "the key is not encrypted; do not pass a password") from None
     except ValueError as exc:
@@ -141,7 +161,7 @@ def _supported_key(key: object, name: str) -> PrivateKey:
 _PEM_PKCS12 = re.compile(rb"-----BEGIN PKCS12-----(.*?)-----END PKCS12-----", re.S)
 
 
-def load_pkcs12(source: Source, password: Password = None) -> Identity:
+def load_pkcs12(source: Source | _Named, password: Password = None) -> Identity:
     """A PKCS#12 (.p12/.pfx) file, binary or PEM-armored, as an :class:`Identity`."""
     data, name = read_source(source)
     armored = _PEM_PKCS12.search(data)
@@ -194,17 +214,27 @@ def load_identity(
     """An identity from a PKCS#12 file (``certificate=None``), a PEM file holding both key
     and certificate, or separate key and certificate files."""
     data, name = read_source(key)
-    if certificate is None and not _is_pem(data):
-        return load_pkcs12(data if isinstance(key, bytes) else key, password)
+    named = _Named(data, name)
+    extra = load_certificates(chain) if chain is not None else ()
+    if certificate is None and (not _is_pem(data) or _PEM_PKCS12.search(data)):
+        identity = load_pkcs12(named, password)
+        return Identity.create(
+            identity.private_key, identity.certificate, chain=(*identity.chain, *extra)
+        )
     if certificate is None:
         if b"CERTIFICATE-----" not in data:
             raise KeyLoadError(name, "holds no certificate; pass the certificate file too")
-        certs = load_certificates(data)
+        certs = load_certificates(named)
     else:
         certs = load_certificates(certificate)
-    private_key = load_private_key(data, password)
-    extra = load_certificates(chain) if chain is not None else certs[1:]
-    return Identity.create(private_key, certs[0], chain=tuple(extra), source=name)
+    private_key = load_private_key(named, password)
+    # In a bundle, the certificate is the one that holds this key, wherever it stands.
+    own = _public_bytes(private_key.public_key())
+    leaf = next((c for c in certs if _public_bytes(c.public_key()) == own), certs[0])
+    others = tuple(c for c in certs if c is not leaf)
+    return Identity.create(
+        private_key, leaf, chain=extra if chain is not None else others, source=name
+    )
 
 
 def _public_bytes(key: object) -> bytes:

@@ -22,7 +22,7 @@ from email.message import EmailMessage, Message
 from . import wire
 from .compose import envelope_recipients, envelope_sender
 from .errors import MalformedMessageError
-from .headers import check_header_value, verify_header_names
+from .headers import check_header_value, check_message_headers, verify_header_names
 from .legacydisplay import add_legacy_display, strip_legacy_display
 from .policy import Policy
 from .results import ProtectedMessage
@@ -54,6 +54,15 @@ _PROTECTED_TYPES = frozenset(
     }
 )
 MessageInput = EmailMessage | Message | bytes | ProtectedMessage
+_TRANSPORT_FIELDS = (
+    "received",
+    "return-path",
+    "delivered-to",
+    "x-original-to",
+    "authentication-results",
+    "arc-",
+    "dkim-signature",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,13 +96,19 @@ def prepare(source: MessageInput, policy: Policy, *, encrypting: bool) -> Prepar
     if isinstance(source, ProtectedMessage):
         return _prepare_raw(source.data, source.mail_from, source.recipients, policy, encrypting)
     if isinstance(source, bytes | bytearray):
-        data = wire.canonicalize(bytes(source))
-        parsed = wire.parse(data)
+        # Parsed as received: canonicalizing first would turn a CR inside binary content
+        # into CRLF. Text is canonicalized part by part when the entity is prepared.
+        parsed = wire.parse(bytes(source))
         if is_protected_entity(parsed.get_content_type()):
             return _prepare_raw(
-                data, envelope_sender(parsed), envelope_recipients(parsed), policy, encrypting
+                bytes(source),
+                envelope_sender(parsed),
+                envelope_recipients(parsed),
+                policy,
+                encrypting,
             )
         source = parsed
+    check_message_headers(source)
     if not isinstance(source, EmailMessage):
         source = wire.parse(source.as_bytes())
     return _prepare_message(source, policy, encrypting)
@@ -212,8 +227,10 @@ def restore(outer: wire.RawEntity, inner: wire.RawEntity) -> Restored:
     )
     inner_other = [f for f in inner.other_fields if f.name.lower() != "hp-outer"]
     if protected_mode and inner_other:
-        names = {f.name.lower() for f in inner_other}
-        kept = [f for f in outer.other_fields if f.name.lower() not in names]
+        # RFC 9788: the protected header section is the message's header section. From
+        # outside only what transport adds is kept; an unprotected Reply-To or Cc added on
+        # the way must not look signed.
+        kept = [f for f in outer.other_fields if f.name.lower().startswith(_TRANSPORT_FIELDS)]
         fields = [*inner_other, *kept]
         protected = tuple(f.name for f in inner_other)
     else:

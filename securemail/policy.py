@@ -11,6 +11,8 @@ import dataclasses
 import enum
 from typing import Any
 
+from .errors import InputError
+
 __all__ = [
     "COMPATIBLE",
     "DEFAULT",
@@ -136,6 +138,12 @@ class Policy:
         return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
+        try:
+            self._coerce()
+        except ValueError as exc:
+            raise InputError(f"invalid policy: {exc}") from None
+
+    def _coerce(self) -> None:
         if self.content_cipher is not None:
             object.__setattr__(self, "content_cipher", ContentCipher(self.content_cipher))
         if self.key_transport is not None:

@@ -25,7 +25,12 @@ from io import BytesIO
 from typing import TypeVar
 
 from .errors import MalformedMessageError, SizeLimitExceeded
-from .headers import check_header_name, check_header_value, verify_header_names
+from .headers import (
+    check_header_name,
+    check_header_value,
+    check_message_headers,
+    verify_header_names,
+)
 
 __all__ = [
     "PARSE_POLICY",
@@ -52,6 +57,7 @@ WIRE_POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
 PARSE_POLICY = email.policy.default
 
 CRLF = b"\r\n"
+_BINARY_CTE = re.compile(rb"^content-transfer-encoding:[ \t]*binary", re.IGNORECASE | re.MULTILINE)
 MAX_LINE = 998  # RFC 5322 2.1.1, without the CRLF
 _CONTENT_FIELDS = ("content-", "mime-version")
 
@@ -67,9 +73,12 @@ def parse(data: bytes, *, limit: int | None = None) -> EmailMessage:
         raise SizeLimitExceeded("message", limit)
     if not data.strip():
         raise MalformedMessageError("the message is empty")
-    # Parsed for reading: with "\n" line ends, text comes back as Python text normally has
-    # it. The wire form (CRLF) is what to_bytes() writes again.
-    message = email.parser.BytesParser(policy=PARSE_POLICY).parsebytes(data.replace(CRLF, b"\n"))
+    # Parsed for reading with "\n" line ends, so text comes back as Python text has it;
+    # to_bytes() writes CRLF again. Binary transfer encoding (rare: it needs BINARYMIME)
+    # is the one case where a line ending is content, so such messages are left alone.
+    if not _BINARY_CTE.search(data):
+        data = data.replace(CRLF, b"\n")
+    message = email.parser.BytesParser(policy=PARSE_POLICY).parsebytes(data)
     assert isinstance(message, EmailMessage)
     return message
 
@@ -88,9 +97,7 @@ def to_bytes(message: EmailMessage, *, expected_fields: Sequence[str] | None = N
     own (or ``expected_fields``): a value that smuggled a line break into the output would
     show up as an extra field (CVE-2024-6923) and is refused.
     """
-    for name, value in message.items():
-        check_header_name(name)
-        check_header_value(name, str(value))
+    check_message_headers(message)
     out = BytesIO()
     BytesGenerator(out, mangle_from_=False, policy=WIRE_POLICY).flatten(message)
     data = out.getvalue()

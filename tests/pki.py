@@ -116,20 +116,23 @@ def issue(
     key_identifiers: bool = True,
     version: Literal[1, 3] = 3,
     rsa_padding: padding.AsymmetricPadding | None = None,
+    issuer_name: x509.Name | None = None,
 ) -> Issued:
     """Issue one certificate. ``issuer=None`` makes it self-signed.
 
     ``subject`` replaces the CN-only name; ``basic_constraints`` overrides the automatic one
     (None leaves it out); ``key_identifiers=False`` leaves out SKI and AKI; ``version=1`` makes
     a v1 certificate (no extensions at all); ``signature_hash`` may be SHA-1 or MD5 (signed by
-    hand: cryptography no longer signs certificates with them); ``rsa_padding`` e.g. PSS.
+    hand: cryptography no longer signs certificates with them); ``rsa_padding`` e.g. PSS;
+    ``issuer_name`` replaces the issuer's subject as written in the certificate (to test name
+    matching: other case, spacing or string type).
     """
     key = key if key is not None else new_key(key_type)
     subject = subject or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     signer_key = issuer.key if issuer else key
     if isinstance(signer_key, x25519.X25519PrivateKey):
         raise ValueError("an X25519 key cannot sign certificates")
-    issuer_name = issuer.cert.subject if issuer else subject
+    issuer_name = issuer_name or (issuer.cert.subject if issuer else subject)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -322,7 +325,7 @@ def to_pkcs12(
     )
 
 
-# --- shared material and message surgery for the S/MIME tests --------------------------------
+# --- shared material and message surgery for the S/MIME tests ------------------------------------
 # Kept here, beside the PKI, so that every S/MIME test file builds and takes apart messages the
 # same way. The surgery helpers parse with plain byte operations, not with securemail.wire, so
 # that they stay independent of the code under test.
@@ -498,3 +501,102 @@ def set_mac(der: bytes, mac: bytes) -> bytes:
 
 def mac_of(der: bytes) -> bytes:
     return bytes(cms.ContentInfo.load(der)["content"]["mac"].native)
+
+
+def multipart_signed(entity: bytes, der: bytes, *, micalg: bytes = b"sha-256") -> bytes:
+    """A multipart/signed message from alice@example.com around ``entity`` (its exact bytes
+    are the signed part) with the detached SignedData ``der``."""
+    boundary = b"signed-boundary-1"
+    return (
+        b"From: alice@example.com\r\nTo: bob@example.com\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg='
+        + micalg
+        + b'; boundary="'
+        + boundary
+        + b'"\r\n\r\n--'
+        + boundary
+        + b"\r\n"
+        + entity
+        + b"\r\n--"
+        + boundary
+        + b"\r\nContent-Type: application/pkcs7-signature\r\n"
+        + b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64_lines(der)
+        + b"\r\n--"
+        + boundary
+        + b"--\r\n"
+    )
+
+
+def expected_digest(user: str, requested: str) -> str:
+    """The digest a signature by ``make_pki().users[user]`` uses when ``requested`` is asked
+    for: Ed25519 always SHA-512 (RFC 8419), an EC key at least its curve's hash (RFC 5753
+    7.1.4: P-384 -> SHA-384), RSA what was asked."""
+    order = ["sha256", "sha384", "sha512"]
+    floor = {"ed25519": "sha512", "p384": "sha384"}.get(user, "sha256")
+    return max(requested, floor, key=order.index)
+
+
+@dataclasses.dataclass(frozen=True)
+class Revocation:
+    """One entry of a CRL made by :func:`issue_crl`. ``reason=None`` leaves out the reason code;
+    ``extensions`` are extra entry extensions (e.g. an unknown critical one)."""
+
+    serial: int
+    reason: x509.ReasonFlags | None = x509.ReasonFlags.key_compromise
+    when: dt.datetime | None = None
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = ()
+
+
+def issue_crl(
+    issuer: Issued,
+    revoked: Sequence[x509.Certificate | Revocation] = (),
+    *,
+    last_update: dt.datetime | None = None,
+    next_update: dt.datetime | None = None,
+    number: int | None = 1,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    issuer_name: x509.Name | None = None,
+    key_identifier: bool = True,
+) -> x509.CertificateRevocationList:
+    """A CRL signed by ``issuer``'s key listing ``revoked`` (certificates or entries).
+
+    It is current from yesterday for a week unless ``last_update``/``next_update`` say
+    otherwise; ``number`` is its cRLNumber (None leaves it out); ``extensions`` are extra CRL
+    extensions (issuingDistributionPoint, deltaCRLIndicator, unknown critical ones, ...);
+    ``issuer_name`` replaces the issuer's subject as the CRL's issuer (same key, other
+    spelling, or another name altogether).
+    """
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer_name or issuer.cert.subject)
+        .last_update(last_update or NOW - dt.timedelta(days=1))
+        .next_update(next_update or NOW + dt.timedelta(days=7))
+    )
+    if number is not None:
+        builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+    if key_identifier:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                issuer.key.public_key()  # type: ignore[attr-defined]
+            ),
+            critical=False,
+        )
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    for item in revoked:
+        entry = item if isinstance(item, Revocation) else Revocation(item.serial_number)
+        revoked_builder = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(entry.serial)
+            .revocation_date(entry.when or NOW - dt.timedelta(days=2))
+        )
+        if entry.reason is not None:
+            revoked_builder = revoked_builder.add_extension(
+                x509.CRLReason(entry.reason), critical=False
+            )
+        for ext, critical in entry.extensions:
+            revoked_builder = revoked_builder.add_extension(ext, critical=critical)
+        builder = builder.add_revoked_certificate(revoked_builder.build())
+    algorithm = None if isinstance(issuer.key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(issuer.key, algorithm)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from email.headerregistry import Address
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 
 from .. import payload, wire
 from ..errors import (
@@ -122,13 +123,33 @@ def sign(
 # --- encryption -------------------------------------------------------------------------------
 
 
+def _can_receive(certificate: x509.Certificate) -> bool:
+    receiving = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | x25519.X25519PublicKey
+    if not isinstance(certificate.public_key(), receiving):
+        return False
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    return bool(usage.key_encipherment or usage.key_agreement)
+
+
 def _check_recipient(
-    recipient: Recipient, trust: Sequence[x509.Certificate] | None, at: dt.datetime
+    recipient: Recipient,
+    trust: Sequence[x509.Certificate] | None,
+    intermediates: Sequence[x509.Certificate],
+    at: dt.datetime,
 ) -> None:
     certificate = recipient.certificate
     if trust is not None:
         try:
-            validate_path(certificate, trust_anchors=trust, at=at, purpose=KeyPurpose.ENCRYPT)
+            validate_path(
+                certificate,
+                trust_anchors=trust,
+                intermediates=intermediates,
+                at=at,
+                purpose=KeyPurpose.ENCRYPT,
+            )
         except CertificateError as exc:
             raise RecipientError(recipient.name, exc.reason) from None
         return
@@ -186,6 +207,7 @@ def encrypt(
     signer: Identity | None = None,
     policy: Policy = DEFAULT,
     trust: Sequence[x509.Certificate] | None = None,
+    certificates: Sequence[x509.Certificate] = (),
 ) -> ProtectedMessage:
     """Encrypt ``message`` to every recipient (and to the signer, if any), signing first
     when a signer is given.
@@ -197,14 +219,16 @@ def encrypt(
     wanted = [_as_recipient(r) for r in recipients]
     if not wanted:
         raise RecipientError("(none)", "at least one recipient is required")
-    if signer is not None and policy.encrypt_to_self:
+    if signer is not None and policy.encrypt_to_self and _can_receive(signer.certificate):
+        # A signing-only certificate (Ed25519, or key usage without encipherment) cannot
+        # receive; the sender then keeps no readable copy, rather than failing to send.
         wanted.append(Recipient(signer.certificate, capabilities=ANNOUNCED))
     unique: dict[bytes, Recipient] = {}
     for r in wanted:
         unique.setdefault(r.certificate.fingerprint(hashes.SHA256()), r)
     now = dt.datetime.now(dt.UTC)
     for r in unique.values():
-        _check_recipient(r, trust, now)
+        _check_recipient(r, trust, certificates, now)
     cipher, envelope_recipients = choose_algorithms(list(unique.values()), policy)
 
     prepared = payload.prepare(message, policy, encrypting=True)
@@ -311,10 +335,9 @@ def decrypt(
         require_authenticated=policy.require_authenticated_encryption,
         max_size=policy.max_message_size,
     )
-    try:
-        inner = _entity(wire.canonicalize(opened.content))
-    except MalformedMessageError:
-        raise DecryptionError("the decrypted content is not a MIME entity") from None
+    # Content that is not a MIME entity is read as text (RFC 4134 5.3 does this), so no
+    # error here can tell an attacker anything about malleated CBC plaintext.
+    inner = _entity(wire.canonicalize(opened.content))
     restored = payload.restore(outer.raw, inner.raw)
     return DecryptResult(
         data=restored.data,

@@ -135,6 +135,12 @@ def signing_digest(certificate: x509.Certificate, requested: DigestAlgorithm) ->
     return requested
 
 
+def _signing_time(when: dt.datetime) -> cms.Time:
+    """RFC 5652 11.3: UTCTime for 1950 through 2049, GeneralizedTime otherwise."""
+    kind = "utc_time" if 1950 <= when.year <= 2049 else "generalized_time"
+    return cms.Time(name=kind, value=when)
+
+
 def sign_content(
     content: bytes,
     signer: Signer,
@@ -154,7 +160,7 @@ def sign_content(
     signed_attrs = cms.CMSAttributes(
         [
             {"type": "content_type", "values": ["data"]},
-            {"type": "signing_time", "values": [cms.Time(name="utc_time", value=when)]},
+            {"type": "signing_time", "values": [_signing_time(when)]},
             {"type": "message_digest", "values": [message_digest]},
             {"type": "smime_capabilities", "values": [capabilities.to_asn1()]},
         ]
