@@ -16,6 +16,7 @@ __all__ = [
     "CertificateError",
     "CertificateExpiredError",
     "CertificateNotYetValidError",
+    "CertificateRevokedError",
     "CertificateUsageError",
     "DecryptionError",
     "EmbeddedCiphertextError",
@@ -26,6 +27,7 @@ __all__ = [
     "KeyLoadError",
     "MalformedASN1Error",
     "MalformedMessageError",
+    "NoSecretKeyError",
     "NotARecipientError",
     "NotSignedError",
     "PartialSignatureError",
@@ -35,6 +37,7 @@ __all__ = [
     "SignatureError",
     "SignatureInvalidError",
     "SignerMismatch",
+    "SigningKeyError",
     "SizeLimitExceeded",
     "ToolError",
     "ToolNotFoundError",
@@ -137,6 +140,18 @@ class CertificateExpiredError(CertificateError):
 
 class CertificateNotYetValidError(CertificateError):
     """The certificate (or one in its chain) is not valid yet at the validation time."""
+
+
+class CertificateRevokedError(CertificateError):
+    """The certificate (or one in its chain) is listed on a CRL from its issuer.
+
+    ``revocation_reason`` is the CRL entry's reason code as RFC 5280 spells it
+    (``"keyCompromise"``, ``"certificateHold"``, ...; ``"unspecified"`` when the entry gives none).
+    """
+
+    def __init__(self, subject: str, reason: str, revocation_reason: str = "unspecified") -> None:
+        self.revocation_reason = revocation_reason
+        super().__init__(subject, reason)
 
 
 class UntrustedCertificateError(CertificateError):
@@ -268,3 +283,35 @@ class ToolNotFoundError(ToolError):
         self.tool = tool
         self.hint = hint
         super().__init__(f"{tool} not found: {hint}")
+
+
+# --- OpenPGP keys (securemail.pgp) -----------------------------------------------------------
+
+
+class SigningKeyError(KeyLoadError):
+    """An OpenPGP key cannot sign: unknown, ambiguous, expired, revoked, without a usable
+    signing-capable (sub)key, or without its secret part. ``signer`` is the key as the caller
+    selected it (email address or fingerprint); ``reason`` says what is wrong with it."""
+
+    def __init__(self, signer: str, reason: str) -> None:
+        self.signer = signer
+        self.source = signer
+        self.reason = reason
+        InputError.__init__(self, f"cannot sign with {signer}: {reason}")
+
+
+class NoSecretKeyError(NotARecipientError):
+    """An OpenPGP message is encrypted only to keys whose secret part is not available.
+
+    ``key_ids`` are the recipients' key IDs as the message lists them: public information,
+    shown so that the user can tell which key would open it (``0000000000000000`` stands
+    for a hidden recipient)."""
+
+    def __init__(self, key_ids: tuple[str, ...]) -> None:
+        self.key_ids = key_ids
+        self.certificate = ", ".join(key_ids) or "(none listed)"
+        DecryptionError.__init__(
+            self,
+            f"the message is encrypted to key(s) {self.certificate}, "
+            "and the secret key of none of them is available",
+        )

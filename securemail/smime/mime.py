@@ -486,6 +486,8 @@ def _verify_entity(
             at=context.at,
             purpose=KeyPurpose.SIGN,
             allow_weak=policy.allow_weak_algorithms,
+            crls=[*parsed.crls, *context.crls],
+            revocation=policy.revocation,
         )
     except CertificateError as exc:
         return outcome(SignatureStatus.FAILED, exc)
@@ -519,6 +521,7 @@ def read(
     policy: Policy = DEFAULT,
     at: dt.datetime | None = None,
     certificates: Sequence[x509.Certificate] = (),
+    crls: Sequence[x509.CertificateRevocationList] = (),
 ) -> ReadResult:
     """Open every S/MIME layer of an inbound message, outermost first.
 
@@ -538,7 +541,9 @@ def read(
             layers.append(decrypted)
             data = decrypted.data
         elif entity.content_type == "multipart/signed" or _is_signed(entity):
-            checked = verify(data, trust=trust, policy=policy, at=at, certificates=certificates)
+            checked = verify(
+                data, trust=trust, policy=policy, at=at, certificates=certificates, crls=crls
+            )
             layers.append(checked)
             if checked.data is None:
                 break
@@ -548,7 +553,9 @@ def read(
             # signature we cannot check (PGP/MIME), and never decrypt an embedded part.
             if any(_is_enveloped(e) for e in _walk(entity)):
                 raise EmbeddedCiphertextError()
-            checked = verify(data, trust=trust, policy=policy, at=at, certificates=certificates)
+            checked = verify(
+                data, trust=trust, policy=policy, at=at, certificates=certificates, crls=crls
+            )
             if checked.status is not SignatureStatus.NOT_CHECKED:
                 layers.append(checked)
             break

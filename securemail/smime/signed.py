@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from asn1crypto import algos, cms, core
+from asn1crypto import parser as asn1_parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -243,15 +244,10 @@ def load_signed_data(data: bytes) -> SignedContent:
         content = encap["content"].native
         certificates = [
             cert
-            for choice in signed["certificates"] or []
-            if choice.name == "certificate"
-            and (cert := _parse_certificate(choice.chosen.dump())) is not None
+            for der in _sequences(signed["certificates"])
+            if (cert := _parse_certificate(der)) is not None
         ]
-        crls = [
-            crl
-            for choice in signed["crls"] or []
-            if choice.name == "crl" and (crl := _parse_crl(choice.chosen.dump())) is not None
-        ]
+        crls = [crl for der in _sequences(signed["crls"]) if (crl := _parse_crl(der)) is not None]
         len(signed["signer_infos"])  # force parsing now, not during the check
     except (MalformedASN1Error, UnsupportedAlgorithmError):
         raise
@@ -265,6 +261,23 @@ def load_signed_data(data: bytes) -> SignedContent:
         signed_data=signed,
         crls=tuple(crls),
     )
+
+
+def _sequences(field: core.Asn1Value) -> list[bytes]:
+    """The plain SEQUENCE elements of a SET (certificates, CRLs) as the bytes that were
+    sent. Re-encoding through asn1crypto can change details a signature covers (PKITS
+    subjectUniqueID), so certificates are parsed from the original encoding; tagged
+    alternatives (attribute certificates, other formats) are skipped."""
+    if isinstance(field, core.Void):
+        return []
+    contents, offset, found = field.contents, 0, []
+    while offset < len(contents):
+        class_, _, tag, header, body, trailer = asn1_parser.parse(contents[offset:])
+        size = len(header) + len(body) + len(trailer)
+        if class_ == 0 and tag == 16:  # universal SEQUENCE
+            found.append(contents[offset : offset + size])
+        offset += size
+    return found
 
 
 def _parse_certificate(der: bytes) -> x509.Certificate | None:

@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import ipaddress
 import re
 from pathlib import Path
 
 import pki
 import pytest
 from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pki import NOW, Issued, issue, make_pki
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from pki import NOW, Issued, issue, issue_crl, make_pki
 
 from securemail.errors import (
+    CertificateError,
     CertificateExpiredError,
     CertificateNotYetValidError,
+    CertificateRevokedError,
     CertificateUsageError,
     InputError,
     UntrustedCertificateError,
 )
+from securemail.policy import RevocationCheck
+from securemail.smime.revocation import ALL_REASONS
 from securemail.smime.validation import (
+    ANY_POLICY,
     KeyPurpose,
     ValidatedPath,
     email_addresses,
@@ -70,7 +78,7 @@ def ku(**bits: bool) -> x509.KeyUsage:
     return x509.KeyUsage(**{name: bits.get(name, False) for name in names})
 
 
-# --- good paths ----------------------------------------------------------------------------
+# --- good paths ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -155,7 +163,7 @@ def test_non_critical_basic_constraints_accepted() -> None:
     assert chain(leaf, root).anchor == root.cert
 
 
-# --- no path -------------------------------------------------------------------------------
+# --- no path -------------------------------------------------------------------------------------
 
 
 def test_missing_intermediate(p: pki.PKI) -> None:
@@ -240,7 +248,7 @@ def test_max_depth(p: pki.PKI) -> None:
         chain(p.users["rsa"], p.intermediate, p.root, max_depth=0)
 
 
-# --- validity ------------------------------------------------------------------------------
+# --- validity ------------------------------------------------------------------------------------
 
 
 def test_expired_leaf(p: pki.PKI) -> None:
@@ -310,7 +318,7 @@ def test_most_specific_error_wins() -> None:
             validate_path(leaf.cert, trust_anchors=anchors)
 
 
-# --- CA rights -----------------------------------------------------------------------------
+# --- CA rights -----------------------------------------------------------------------------------
 
 
 def test_ca_with_ca_false(p: pki.PKI) -> None:
@@ -395,7 +403,7 @@ def test_ca_certificate_as_leaf(p: pki.PKI) -> None:
     assert validate_path(ca_leaf.cert, trust_anchors=[ca_leaf.cert]).leaf == ca_leaf.cert
 
 
-# --- leaf usage ----------------------------------------------------------------------------
+# --- leaf usage ----------------------------------------------------------------------------------
 
 
 def test_sign_needs_digital_signature(p: pki.PKI) -> None:
@@ -500,11 +508,11 @@ def test_critical_policies_accepted_explicit_policy_refused(p: pki.PKI) -> None:
         issuer=p.root,
         extra_extensions=[(x509.PolicyConstraints(0, None), True)],
     )
-    with pytest.raises(CertificateUsageError, match="explicit certificate policies"):
+    with pytest.raises(CertificateUsageError, match="requires an explicit certificate policy"):
         chain(issue(common_name="L2", issuer=strict), strict, p.root)
 
 
-# --- name constraints ----------------------------------------------------------------------
+# --- name constraints ----------------------------------------------------------------------------
 
 
 def constrained_ca(
@@ -607,20 +615,84 @@ def test_directory_name_constraints(p: pki.PKI) -> None:
         chain(outside, ca, p.root)
 
 
+@pytest.mark.parametrize(
+    ("tree", "host", "ok"),
+    [
+        ("example.com", "example.com", True),
+        ("example.com", "Mail.EXAMPLE.com", True),
+        ("example.com", "badexample.com", False),
+        ("example.com", "example.org", False),
+        (".example.com", "example.com", False),
+        (".example.com", "a.b.example.com", True),
+    ],
+)
+def test_dns_name_constraints(p: pki.PKI, tree: str, host: str, ok: bool) -> None:
+    san = x509.SubjectAlternativeName([x509.DNSName(host)])
+    for permitted in (True, False):
+        subtrees = [x509.DNSName(tree)]
+        if permitted:
+            ca = constrained_ca(p.root, permitted=subtrees)
+        else:
+            ca = constrained_ca(p.root, excluded=subtrees)
+        leaf = issue(common_name="H", issuer=ca, extra_extensions=[(san, False)])
+        if ok == permitted:
+            assert chain(leaf, ca, p.root)
+        else:
+            with pytest.raises(CertificateUsageError, match=re.escape(f"DNS name {host!r}")):
+                chain(leaf, ca, p.root)
+    # No dNSName in the leaf: dNSName constraints do not apply (RFC 5280 4.2.1.10).
+    ca = constrained_ca(p.root, permitted=[x509.DNSName(tree)])
+    assert chain(issue(common_name="L", email="l@other.org", issuer=ca), ca, p.root)
+
+
+@pytest.mark.parametrize(
+    ("uri", "ok"),
+    [
+        ("https://www.example.com/index.html", True),
+        ("ftp://a.b.example.com:21/x", True),
+        ("https://example.com/", False),  # ".example.com" means hosts below it only
+        ("https://www.example.org/", False),
+        ("urn:isbn:0451450523", False),  # no host: cannot be checked, fails closed
+    ],
+)
+def test_uri_name_constraints(p: pki.PKI, uri: str, ok: bool) -> None:
+    ca = constrained_ca(p.root, permitted=[x509.UniformResourceIdentifier(".example.com")])
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)])
+    leaf = issue(common_name="U", issuer=ca, extra_extensions=[(san, False)])
+    if ok:
+        assert chain(leaf, ca, p.root)
+    else:
+        with pytest.raises(CertificateUsageError, match="outside the permitted subtrees"):
+            chain(leaf, ca, p.root)
+
+
+@pytest.mark.parametrize(("address", "ok"), [("10.1.2.3", True), ("192.168.0.1", False)])
+def test_ip_address_name_constraints(p: pki.PKI, address: str, ok: bool) -> None:
+    ca = constrained_ca(p.root, permitted=[x509.IPAddress(ipaddress.ip_network("10.0.0.0/8"))])
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address))])
+    leaf = issue(common_name="I", issuer=ca, extra_extensions=[(san, False)])
+    if ok:
+        assert chain(leaf, ca, p.root)
+    else:
+        with pytest.raises(CertificateUsageError, match="outside the permitted subtrees"):
+            chain(leaf, ca, p.root)
+
+
 def test_unimplemented_name_form_fails_closed(p: pki.PKI) -> None:
-    ca = constrained_ca(p.root, permitted=[x509.DNSName("example.com")])
-    # No dNSName in the leaf: the dNSName constraint does not apply (RFC 5280 4.2.1.10).
+    oid = x509.ObjectIdentifier("1.3.6.1.4.1.55555.7")
+    ca = constrained_ca(p.root, permitted=[x509.RegisteredID(oid)])
+    # No registeredID in the leaf: the constraint does not apply (RFC 5280 4.2.1.10).
     assert chain(issue(common_name="L", email="l@example.com", issuer=ca), ca, p.root)
-    host = issue(
-        common_name="H",
+    odd = issue(
+        common_name="R",
         issuer=ca,
-        extra_extensions=[(x509.SubjectAlternativeName([x509.DNSName("example.com")]), False)],
+        extra_extensions=[(x509.SubjectAlternativeName([x509.RegisteredID(oid)]), False)],
     )
-    with pytest.raises(CertificateUsageError, match="cannot check"):
-        chain(host, ca, p.root)
+    with pytest.raises(CertificateUsageError, match="RegisteredID that securemail cannot check"):
+        chain(odd, ca, p.root)
 
 
-# --- weak crypto ---------------------------------------------------------------------------
+# --- weak crypto ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("digest", "label"), [(SHA1, "SHA-1"), (MD5, "MD5")])
@@ -677,7 +749,458 @@ def test_dsa(p: pki.PKI) -> None:
         chain(issue(common_name="L", issuer=dsa_ca), dsa_ca)
 
 
-# --- email addresses -----------------------------------------------------------------------
+# --- name matching (RFC 5280 7.1) -----------------------------------------------------------
+
+
+def dn(*rdns: tuple[x509.ObjectIdentifier, str, _ASN1Type]) -> x509.Name:
+    return x509.Name([x509.NameAttribute(oid, value, _type=kind) for oid, value, kind in rdns])
+
+
+UTF8, PRINTABLE = _ASN1Type.UTF8String, _ASN1Type.PrintableString
+ORG = (NameOID.ORGANIZATION_NAME, "Example Org", PRINTABLE)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        dn(ORG, (NameOID.COMMON_NAME, "Example CA", UTF8)),  # rollover to UTF8String
+        dn(ORG, (NameOID.COMMON_NAME, "EXAMPLE ca", PRINTABLE)),  # case
+        dn(ORG, (NameOID.COMMON_NAME, "  Example    CA ", PRINTABLE)),  # insignificant spaces
+        dn(
+            (NameOID.ORGANIZATION_NAME, "example org", UTF8),
+            (NameOID.COMMON_NAME, "example ca", UTF8),
+        ),
+    ],
+)
+def test_issuer_names_match_after_string_preparation(p: pki.PKI, written: x509.Name) -> None:
+    subject = dn(ORG, (NameOID.COMMON_NAME, "Example CA", PRINTABLE))
+    ca = issue(common_name="Example CA", subject=subject, purpose="ca", issuer=p.root)
+    leaf = issue(common_name="L", issuer=ca, issuer_name=written)
+    assert leaf.cert.issuer.public_bytes() != ca.cert.subject.public_bytes()  # spelled otherwise
+    assert chain(leaf, ca, p.root).certificates[1] == ca.cert
+    # The CRL issuer name is matched the same way.
+    crl = issue_crl(ca, [leaf.cert], issuer_name=written)
+    with pytest.raises(CertificateRevokedError):
+        chain(leaf, ca, p.root, crls=[crl])
+
+
+def test_rdn_order_matters(p: pki.PKI) -> None:
+    subject = dn(ORG, (NameOID.COMMON_NAME, "Example CA", PRINTABLE))
+    ca = issue(common_name="Example CA", subject=subject, purpose="ca", issuer=p.root)
+    swapped = dn((NameOID.COMMON_NAME, "Example CA", PRINTABLE), ORG)
+    leaf = issue(common_name="L", issuer=ca, issuer_name=swapped)
+    with pytest.raises(UntrustedCertificateError, match="not found"):
+        chain(leaf, ca, p.root)
+
+
+# --- certificate policies (RFC 5280 6.1) ---------------------------------------------------
+
+P1, P2, P3 = (x509.ObjectIdentifier(f"2.16.840.1.101.3.2.1.48.{n}") for n in (1, 2, 3))
+
+
+def policies(*oids: x509.ObjectIdentifier) -> tuple[x509.ExtensionType, bool]:
+    return x509.CertificatePolicies([x509.PolicyInformation(oid, None) for oid in oids]), False
+
+
+def policy_mappings(
+    *pairs: tuple[x509.ObjectIdentifier, x509.ObjectIdentifier],
+) -> tuple[x509.ExtensionType, bool]:
+    der = asn1_x509.PolicyMappings(
+        [
+            {"issuer_domain_policy": a.dotted_string, "subject_domain_policy": b.dotted_string}
+            for a, b in pairs
+        ]
+    ).dump()
+    return x509.UnrecognizedExtension(ExtensionOID.POLICY_MAPPINGS, der), True
+
+
+def policy_chain(
+    *,
+    root: list[tuple[x509.ExtensionType, bool]],
+    inter: list[tuple[x509.ExtensionType, bool]],
+    leaf: list[tuple[x509.ExtensionType, bool]],
+) -> tuple[Issued, Issued, Issued]:
+    r = issue(common_name="Policy Root", purpose="ca", key_type="p256", extra_extensions=root)
+    i = issue(
+        common_name="Policy Inter", purpose="ca", key_type="p256", issuer=r, extra_extensions=inter
+    )
+    return issue(common_name="L", issuer=i, key_type="p256", extra_extensions=leaf), i, r
+
+
+def test_policies_of_a_path() -> None:
+    leaf, inter, root = policy_chain(
+        root=[policies(P1, P2)], inter=[policies(P1)], leaf=[policies(P1)]
+    )
+    assert chain(leaf, inter, root).policies == {P1}
+    assert chain(leaf, inter, root, initial_policies=[P1, P3]).policies == {P1}
+    assert chain(leaf, inter, root, initial_policies=[P2]).policies == frozenset()
+    with pytest.raises(CertificateUsageError, match="none of its policies is among the initial"):
+        chain(leaf, inter, root, initial_policies=[P2], require_explicit_policy=True)
+    with pytest.raises(InputError):
+        chain(leaf, inter, root, initial_policies=[])
+
+
+def test_no_policies_is_fine_unless_explicit_policy_is_required(p: pki.PKI) -> None:
+    assert chain(p.users["rsa"], p.intermediate, p.root).policies == frozenset()
+    with pytest.raises(CertificateUsageError, match=r"the caller.*has no certificatePolicies"):
+        chain(p.users["rsa"], p.intermediate, p.root, require_explicit_policy=True)
+
+
+def test_any_policy_and_inhibit_any_policy() -> None:
+    any_policy = [policies(ANY_POLICY)]
+    leaf, inter, root = policy_chain(root=[], inter=any_policy, leaf=[policies(P1)])
+    path = chain(leaf, inter, root, initial_policies=[P1], require_explicit_policy=True)
+    assert path.policies == {P1}
+    inhibited = [
+        *any_policy,
+        (x509.InhibitAnyPolicy(0), True),
+        (x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None), True),
+    ]
+    leaf, inter, root = policy_chain(root=[], inter=inhibited, leaf=any_policy)
+    with pytest.raises(CertificateUsageError, match="'CN=Policy Inter' requires an explicit"):
+        chain(leaf, inter, root)
+    # The anchor's own extensions play no part (RFC 5280 6.1: an anchor is a name and a key).
+    leaf, inter, root = policy_chain(root=inhibited, inter=any_policy, leaf=any_policy)
+    assert chain(leaf, inter, root).policies == {ANY_POLICY}
+
+
+def test_policy_mapping() -> None:
+    leaf, inter, root = policy_chain(
+        root=[], inter=[policies(P1), policy_mappings((P1, P2))], leaf=[policies(P2)]
+    )
+    # The path is valid for P1 in the anchor's policy domain: P2 is its equivalent below.
+    path = chain(leaf, inter, root, initial_policies=[P1], require_explicit_policy=True)
+    assert path.policies == {P1}
+    with pytest.raises(CertificateUsageError, match="requires an explicit certificate policy"):
+        chain(leaf, inter, root, initial_policies=[P2], require_explicit_policy=True)
+    inhibit = (x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=0), True)
+    root = issue(common_name="Policy Root", purpose="ca", key_type="p256")
+    top_extensions = [policies(P1), inhibit]
+    top = issue(common_name="Top", purpose="ca", issuer=root, extra_extensions=top_extensions)
+    mapper_extensions = [policies(P1), policy_mappings((P1, P2))]
+    mapper = issue(
+        common_name="Mapper", purpose="ca", issuer=top, extra_extensions=mapper_extensions
+    )
+    leaf = issue(common_name="L", issuer=mapper, key_type="p256", extra_extensions=[policies(P2)])
+    with pytest.raises(CertificateUsageError, match="policy mapping is inhibited"):
+        chain(leaf, mapper, top, root)
+
+
+def test_mapping_any_policy_is_refused() -> None:
+    leaf, inter, root = policy_chain(
+        root=[policies(ANY_POLICY)],
+        inter=[policies(P1), policy_mappings((ANY_POLICY, P1))],
+        leaf=[policies(P1)],
+    )
+    with pytest.raises(CertificateUsageError, match="anyPolicy"):
+        chain(leaf, inter, root)
+
+
+# --- revocation (RFC 5280 6.3) -------------------------------------------------------------
+
+REQUIRED, IF_AVAILABLE, OFF = (
+    RevocationCheck.REQUIRED,
+    RevocationCheck.IF_AVAILABLE,
+    RevocationCheck.OFF,
+)
+
+
+def crls_for(p: pki.PKI, *revoked: x509.Certificate) -> list[x509.CertificateRevocationList]:
+    """Current CRLs from the root and the intermediate, listing ``revoked`` where they belong."""
+    return [
+        issue_crl(p.root, [c for c in revoked if c.issuer == p.root.cert.subject]),
+        issue_crl(p.intermediate, [c for c in revoked if c.issuer == p.intermediate.cert.subject]),
+    ]
+
+
+@pytest.mark.parametrize("mode", [IF_AVAILABLE, REQUIRED])
+def test_crls_show_the_path_unrevoked(p: pki.PKI, mode: RevocationCheck) -> None:
+    path = chain(p.users["p256"], p.intermediate, p.root, crls=crls_for(p), revocation=mode)
+    assert path.revocation_checked
+
+
+@pytest.mark.parametrize("mode", [IF_AVAILABLE, REQUIRED])
+def test_revoked_leaf(p: pki.PKI, mode: RevocationCheck) -> None:
+    leaf = p.users["rsa"]
+    with pytest.raises(CertificateRevokedError) as info:
+        chain(leaf, p.intermediate, p.root, crls=crls_for(p, leaf.cert), revocation=mode)
+    assert info.value.subject == "CN=Alice"
+    assert info.value.revocation_reason == "keyCompromise"
+    assert "according to the CRL from 'CN=securemail Test Intermediate'" in info.value.reason
+    assert isinstance(info.value, CertificateError)
+    path = chain(leaf, p.intermediate, p.root, crls=crls_for(p, leaf.cert), revocation=OFF)
+    assert not path.revocation_checked
+
+
+def test_revoked_intermediate(p: pki.PKI) -> None:
+    with pytest.raises(CertificateRevokedError) as info:
+        chain(p.users["rsa"], p.intermediate, p.root, crls=crls_for(p, p.intermediate.cert))
+    assert info.value.subject == "CN=securemail Test Intermediate"
+    assert "in the path of 'CN=Alice'" in info.value.reason
+
+
+def test_required_needs_a_crl_for_every_certificate(p: pki.PKI) -> None:
+    leaf = p.users["rsa"]
+    with pytest.raises(UntrustedCertificateError) as info:
+        chain(leaf, p.intermediate, p.root, revocation=REQUIRED)
+    assert info.value.subject == "CN=securemail Test Intermediate"  # checked from the top
+    assert "no current CRL from 'CN=securemail Test Root' covers" in info.value.reason
+    root_only = [issue_crl(p.root)]
+    with pytest.raises(UntrustedCertificateError, match="no CRL from its issuer was given") as info:
+        chain(leaf, p.intermediate, p.root, crls=root_only, revocation=REQUIRED)
+    assert info.value.subject == "CN=Alice"
+    assert "RevocationCheck.IF_AVAILABLE" in info.value.reason
+    assert not chain(leaf, p.intermediate, p.root, crls=root_only).revocation_checked
+    # A directly trusted leaf has nothing to check.
+    assert validate_path(
+        leaf.cert, trust_anchors=[leaf.cert], revocation=REQUIRED
+    ).revocation_checked
+
+
+@pytest.mark.parametrize(
+    ("last_update", "next_update", "why", "then"),
+    [
+        (NOW - 10 * DAY, NOW - DAY, "out of date", NOW - DAY),
+        (NOW + DAY, NOW + 8 * DAY, "issued after the validation time", NOW + 2 * DAY),
+    ],
+)
+def test_crl_must_be_current(
+    p: pki.PKI, last_update: dt.datetime, next_update: dt.datetime, why: str, then: dt.datetime
+) -> None:
+    leaf = p.users["rsa"]
+    crls = [
+        issue_crl(p.root, last_update=last_update, next_update=next_update),
+        issue_crl(p.intermediate, [leaf.cert], last_update=last_update, next_update=next_update),
+    ]
+    with pytest.raises(UntrustedCertificateError, match=why):
+        chain(leaf, p.intermediate, p.root, crls=crls, revocation=REQUIRED)
+    assert chain(leaf, p.intermediate, p.root, crls=crls)  # a CRL not current is not used
+    with pytest.raises(CertificateRevokedError):  # ... but it is at a time when it is current
+        chain(leaf, p.intermediate, p.root, crls=crls, at=then)
+
+
+def test_crl_signed_by_another_key_is_not_used(p: pki.PKI) -> None:
+    leaf = p.users["rsa"]
+    impostor = issue(common_name="securemail Test Intermediate", purpose="ca", key_type="p256")
+    crls = [issue_crl(p.root), issue_crl(impostor, [leaf.cert])]
+    assert chain(leaf, p.intermediate, p.root, crls=crls)
+    with pytest.raises(UntrustedCertificateError, match="signature on the CRL does not verify"):
+        chain(leaf, p.intermediate, p.root, crls=crls, revocation=REQUIRED)
+
+
+def test_crl_issuer_needs_crl_sign(p: pki.PKI) -> None:
+    ca = issue(
+        common_name="No CRLSign", purpose="ca", issuer=p.root, key_usage=ku(key_cert_sign=True)
+    )
+    leaf = issue(common_name="L", issuer=ca)
+    crls = [issue_crl(p.root), issue_crl(ca, [leaf.cert])]
+    assert chain(leaf, ca, p.root, crls=crls)
+    with pytest.raises(UntrustedCertificateError, match="keyUsage without cRLSign"):
+        chain(leaf, ca, p.root, crls=crls, revocation=REQUIRED)
+
+
+def test_unknown_critical_crl_extensions_make_it_unusable(p: pki.PKI) -> None:
+    odd = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.2"), b"\x05\x00")
+    leaf = p.users["rsa"]
+    entry = pki.Revocation(leaf.cert.serial_number, extensions=[(odd, True)])
+    for crl, why in [
+        (
+            issue_crl(p.intermediate, [leaf.cert], extensions=[(odd, True)]),
+            "unknown critical extension",
+        ),
+        (issue_crl(p.intermediate, [entry]), "entry for serial number"),
+    ]:
+        with pytest.raises(UntrustedCertificateError, match=why):
+            chain(leaf, p.intermediate, p.root, crls=[issue_crl(p.root), crl], revocation=REQUIRED)
+    harmless = issue_crl(p.intermediate, [leaf.cert], extensions=[(odd, False)])
+    with pytest.raises(CertificateRevokedError):
+        chain(leaf, p.intermediate, p.root, crls=[harmless])
+
+
+def test_every_current_crl_is_searched(p: pki.PKI) -> None:
+    leaf = p.users["rsa"]
+    newer_without_it = issue_crl(p.intermediate, number=2)
+    older_with_it = issue_crl(p.intermediate, [leaf.cert], last_update=NOW - 2 * DAY)
+    with pytest.raises(CertificateRevokedError):
+        chain(leaf, p.intermediate, p.root, crls=[newer_without_it, older_with_it])
+
+
+def test_separate_crl_signing_key() -> None:
+    root = issue(common_name="Root", purpose="ca", key_type="p256")
+    ca = issue(
+        common_name="Split CA",
+        purpose="ca",
+        key_type="p256",
+        issuer=root,
+        key_usage=ku(key_cert_sign=True),
+    )
+    signer = issue(
+        common_name="Split CA",
+        purpose="ca",
+        key_type="p256",
+        issuer=root,
+        key_usage=ku(crl_sign=True),
+    )
+    leaf = issue(common_name="L", issuer=ca)
+    root_crl = issue_crl(root)
+    for revoked, error in [([leaf.cert], CertificateRevokedError), ([], None)]:
+        crls = [root_crl, issue_crl(signer, revoked)]
+        kwargs = {"trust_anchors": [root.cert], "crls": crls, "revocation": REQUIRED}
+        if error is None:
+            assert validate_path(leaf.cert, intermediates=[ca.cert, signer.cert], **kwargs)
+        else:
+            with pytest.raises(error):
+                validate_path(leaf.cert, intermediates=[ca.cert, signer.cert], **kwargs)
+        # Without the CRL signer's certificate, only the CA's key is tried.
+        with pytest.raises(UntrustedCertificateError, match="does not verify with the key of"):
+            validate_path(leaf.cert, intermediates=[ca.cert], **kwargs)
+    # The CRL signer's own certificate is revoked: its CRLs prove nothing.
+    crls = [issue_crl(root, [signer.cert]), issue_crl(signer, [leaf.cert])]
+    with pytest.raises(UntrustedCertificateError, match="its signer 'CN=Split CA' is not valid"):
+        validate_path(
+            leaf.cert,
+            trust_anchors=[root.cert],
+            intermediates=[ca.cert, signer.cert],
+            crls=crls,
+            revocation=REQUIRED,
+        )
+    assert validate_path(
+        leaf.cert, trust_anchors=[root.cert], intermediates=[ca.cert, signer.cert], crls=crls
+    )
+
+
+def test_delta_crls(p: pki.PKI) -> None:
+    leaf, other = p.users["rsa"], p.users["p256"]
+    hold = pki.Revocation(leaf.cert.serial_number, reason=x509.ReasonFlags.certificate_hold)
+    complete = issue_crl(p.intermediate, [hold], number=10)
+
+    def delta(
+        *entries: pki.Revocation, base: int = 10, number: int = 11
+    ) -> x509.CertificateRevocationList:
+        return issue_crl(
+            p.intermediate,
+            list(entries),
+            number=number,
+            extensions=[(x509.DeltaCRLIndicator(base), True)],
+        )
+
+    released = delta(
+        pki.Revocation(leaf.cert.serial_number, reason=x509.ReasonFlags.remove_from_crl)
+    )
+    crls = [issue_crl(p.root), complete, released]
+    assert chain(leaf, p.intermediate, p.root, crls=crls, revocation=REQUIRED).revocation_checked
+    with pytest.raises(CertificateRevokedError) as info:  # the hold stands without the delta
+        chain(leaf, p.intermediate, p.root, crls=crls[:2])
+    assert info.value.revocation_reason == "certificateHold"
+    news = delta(pki.Revocation(other.cert.serial_number))
+    with pytest.raises(CertificateRevokedError, match="delta CRL"):
+        chain(other, p.intermediate, p.root, crls=[issue_crl(p.root), complete, news])
+    # A delta whose base is newer than the complete CRL does not apply; alone it covers nothing.
+    unrelated = delta(pki.Revocation(other.cert.serial_number), base=11, number=12)
+    assert chain(other, p.intermediate, p.root, crls=[issue_crl(p.root), complete, unrelated])
+    with pytest.raises(UntrustedCertificateError, match="no CRL from its issuer"):
+        chain(other, p.intermediate, p.root, crls=[issue_crl(p.root), news], revocation=REQUIRED)
+
+
+def idp(**fields: object) -> tuple[x509.ExtensionType, bool]:
+    values: dict[str, object] = {
+        "full_name": None,
+        "relative_name": None,
+        "only_contains_user_certs": False,
+        "only_contains_ca_certs": False,
+        "only_some_reasons": None,
+        "indirect_crl": False,
+        "only_contains_attribute_certs": False,
+    }
+    values.update(fields)
+    return x509.IssuingDistributionPoint(**values), True  # type: ignore[arg-type]
+
+
+def test_crl_scope_by_certificate_kind(p: pki.PKI) -> None:
+    leaf = p.users["rsa"]
+    ca_only = issue_crl(p.intermediate, [leaf.cert], extensions=[idp(only_contains_ca_certs=True)])
+    with pytest.raises(UntrustedCertificateError, match="only covers CA certificates"):
+        chain(leaf, p.intermediate, p.root, crls=[issue_crl(p.root), ca_only], revocation=REQUIRED)
+    users_only = issue_crl(
+        p.root, [p.intermediate.cert], extensions=[idp(only_contains_user_certs=True)]
+    )
+    with pytest.raises(UntrustedCertificateError, match="only covers end-entity certificates"):
+        chain(leaf, p.intermediate, p.root, crls=[users_only], revocation=REQUIRED)
+
+
+def test_crl_scope_by_reasons(p: pki.PKI) -> None:
+    leaf = p.users["rsa"]
+    some = frozenset({x509.ReasonFlags.key_compromise, x509.ReasonFlags.ca_compromise})
+    rest = ALL_REASONS - some
+    first = issue_crl(p.intermediate, extensions=[idp(only_some_reasons=some)])
+    second = issue_crl(p.intermediate, extensions=[idp(only_some_reasons=rest)])
+    with pytest.raises(UntrustedCertificateError, match="do not cover the reasons"):
+        chain(leaf, p.intermediate, p.root, crls=[issue_crl(p.root), first], revocation=REQUIRED)
+    assert chain(
+        leaf, p.intermediate, p.root, crls=[issue_crl(p.root), first, second], revocation=REQUIRED
+    )
+
+
+def test_distribution_point_names(p: pki.PKI) -> None:
+    url = "http://crl.example/inter.crl"
+    point = x509.DistributionPoint([x509.UniformResourceIdentifier(url)], None, None, None)
+    leaf = issue(
+        common_name="DP",
+        issuer=p.intermediate,
+        extra_extensions=[(x509.CRLDistributionPoints([point]), False)],
+    )
+    right = issue_crl(
+        p.intermediate,
+        [leaf.cert],
+        extensions=[idp(full_name=[x509.UniformResourceIdentifier(url)])],
+    )
+    other = x509.UniformResourceIdentifier("http://crl.example/other.crl")
+    wrong = issue_crl(p.intermediate, [leaf.cert], extensions=[idp(full_name=[other])])
+    with pytest.raises(CertificateRevokedError):
+        chain(leaf, p.intermediate, p.root, crls=[issue_crl(p.root), right])
+    with pytest.raises(UntrustedCertificateError, match="issuingDistributionPoint is not one of"):
+        chain(leaf, p.intermediate, p.root, crls=[issue_crl(p.root), wrong], revocation=REQUIRED)
+    # A full CRL (no issuingDistributionPoint) covers every certificate of its issuer.
+    full = issue_crl(p.intermediate, [leaf.cert])
+    with pytest.raises(CertificateRevokedError):
+        chain(leaf, p.intermediate, p.root, crls=[issue_crl(p.root), full])
+
+
+def test_indirect_crl(p: pki.PKI) -> None:
+    service = issue(
+        common_name="Revocation Service", purpose="ca", issuer=p.root, key_usage=ku(crl_sign=True)
+    )
+    point = x509.DistributionPoint(None, None, None, [x509.DirectoryName(service.cert.subject)])
+    dps = (x509.CRLDistributionPoints([point]), False)
+    leaf = issue(common_name="Indirect", issuer=p.intermediate, extra_extensions=[dps])
+    same_serial_elsewhere = pki.Revocation(leaf.cert.serial_number)  # the service's own serial
+    for_leaf = pki.Revocation(
+        leaf.cert.serial_number,
+        extensions=[
+            (x509.CertificateIssuer([x509.DirectoryName(p.intermediate.cert.subject)]), True)
+        ],
+    )
+    chain_kwargs = {
+        "trust_anchors": [p.root.cert],
+        "intermediates": [p.intermediate.cert, service.cert],
+    }
+    indirect = [idp(indirect_crl=True)]
+    crls = [issue_crl(p.root), issue_crl(service, [same_serial_elsewhere], extensions=indirect)]
+    assert validate_path(
+        leaf.cert, crls=crls, revocation=REQUIRED, **chain_kwargs
+    ).revocation_checked
+    crls = [
+        issue_crl(p.root),
+        issue_crl(service, [same_serial_elsewhere, for_leaf], extensions=indirect),
+    ]
+    with pytest.raises(CertificateRevokedError, match="'CN=Revocation Service'"):
+        validate_path(leaf.cert, crls=crls, **chain_kwargs)
+    not_indirect = [issue_crl(p.root), issue_crl(service, [same_serial_elsewhere])]
+    with pytest.raises(UntrustedCertificateError, match="not an indirect CRL"):
+        validate_path(leaf.cert, crls=not_indirect, revocation=REQUIRED, **chain_kwargs)
+
+
+# --- email addresses -----------------------------------------------------------------------------
 
 
 def test_email_addresses_and_matching(p: pki.PKI) -> None:
@@ -703,7 +1226,7 @@ def test_email_addresses_and_matching(p: pki.PKI) -> None:
     assert email_addresses(issue(common_name="Nobody").cert) == ()
 
 
-# --- real material -------------------------------------------------------------------------
+# --- real material -------------------------------------------------------------------------------
 
 
 def load_pem(path: Path) -> x509.Certificate:
