@@ -35,19 +35,25 @@ from .headers import (
 __all__ = [
     "PARSE_POLICY",
     "WIRE_POLICY",
+    "Entity",
     "MultipartBody",
     "RawEntity",
     "RawField",
     "base64_body",
     "canonicalize",
+    "decode_body",
+    "entity",
     "fold_field",
+    "multipart_body",
     "new_boundary",
     "parse",
     "parse_headers",
+    "parts",
     "seven_bit",
     "split_entity",
     "split_multipart",
     "to_bytes",
+    "walk",
 ]
 
 _M = TypeVar("_M", bound=Message)
@@ -311,6 +317,68 @@ def split_multipart(body: bytes, boundary: str) -> MultipartBody:
         epilogue=body[matches[len(parts)].end() :] if closed else b"",
         closed=closed,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Entity:
+    """A raw entity with its media type and parameters read (values lowercased, except
+    the boundary, whose case matters)."""
+
+    raw: RawEntity
+    content_type: str
+    params: dict[str, str]
+
+
+def entity(data: bytes) -> Entity:
+    raw = split_entity(data)
+    content_type, params = raw.content_type
+    lowered = {k: v if k == "boundary" else v.lower() for k, v in params.items()}
+    return Entity(raw, content_type, lowered)
+
+
+def decode_body(part: Entity) -> bytes:
+    """The body with its transfer encoding undone (strict base64; quoted-printable)."""
+    field = part.raw.get("Content-Transfer-Encoding")
+    cte = field.value.lower() if field is not None else "7bit"
+    if cte == "base64":
+        try:
+            return binascii.a2b_base64(b"".join(part.raw.body.split()), strict_mode=True)
+        except binascii.Error:
+            raise MalformedMessageError("a part's base64 content is not valid") from None
+    if cte == "quoted-printable":
+        return binascii.a2b_qp(part.raw.body)
+    if cte in ("7bit", "8bit", "binary"):
+        return part.raw.body
+    raise MalformedMessageError(f"unknown transfer encoding {cte!r}")
+
+
+def parts(part: Entity) -> list[Entity]:
+    """The children of a multipart entity, raw bytes kept."""
+    boundary = part.params.get("boundary")
+    if not boundary:
+        raise MalformedMessageError(f"a {part.content_type} part has no boundary")
+    return [entity(child) for child in split_multipart(part.raw.body, boundary).parts]
+
+
+def walk(part: Entity, depth: int = 0) -> list[Entity]:
+    """Every entity below a multipart, depth-first (nesting is capped at 20 levels)."""
+    if not part.content_type.startswith("multipart/") or depth > 20:
+        return []
+    found = []
+    for child in parts(part):
+        found.append(child)
+        found.extend(walk(child, depth + 1))
+    return found
+
+
+def multipart_body(preamble: bytes, children: Sequence[bytes]) -> tuple[str, bytes]:
+    """(boundary, body) of a multipart whose parts are ``children`` byte for byte."""
+    boundary = new_boundary(*children)
+    delimiter = b"--" + boundary.encode("ascii")
+    body = preamble + CRLF
+    for child in children:
+        body += delimiter + CRLF + child + CRLF
+    return boundary, body + delimiter + b"--" + CRLF
 
 
 # --- small building blocks ------------------------------------------------------------------------

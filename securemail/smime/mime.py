@@ -7,7 +7,6 @@ modules do the cryptography, :mod:`securemail.wire` makes and splits the bytes, 
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
@@ -73,20 +72,16 @@ def _sign_entity(
         return _pkcs7_mime_fields("signed-data"), wire.base64_body(der)
     der = signed.sign_content(entity, signer, detached=True, **options)  # type: ignore[arg-type]
     micalg = signed.signing_digest(signer.certificate, policy.digest).micalg
-    boundary = wire.new_boundary(entity)
-    delimiter = b"--" + boundary.encode("ascii")
     signature_part = (
         b'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
         b"Content-Transfer-Encoding: base64\r\n"
         b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
         b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n" + wire.base64_body(der)
     )
-    body = (
-        b"This is a cryptographically signed message in MIME format.\r\n\r\n"
-        + delimiter + _CRLF + entity + _CRLF
-        + delimiter + _CRLF + signature_part + _CRLF
-        + delimiter + b"--" + _CRLF
-    )  # fmt: skip
+    boundary, body = wire.multipart_body(
+        b"This is a cryptographically signed message in MIME format.\r\n",
+        [entity, signature_part],
+    )
     content_type = (
         f'multipart/signed; protocol="application/pkcs7-signature"; micalg={micalg}; '
         f'boundary="{boundary}"'
@@ -257,49 +252,7 @@ def _message_bytes(message: MessageInput, policy: Policy) -> bytes:
     return wire.canonicalize(data)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entity:
-    raw: wire.RawEntity
-    content_type: str
-    params: dict[str, str]
-
-
-def _entity(data: bytes) -> _Entity:
-    raw = wire.split_entity(data)
-    content_type, params = raw.content_type
-    lowered = {k: v if k == "boundary" else v.lower() for k, v in params.items()}
-    return _Entity(raw, content_type, lowered)
-
-
-def _decode_body(entity: _Entity) -> bytes:
-    field = entity.raw.get("Content-Transfer-Encoding")
-    cte = field.value.lower() if field is not None else "7bit"
-    if cte == "base64":
-        try:
-            return binascii.a2b_base64(b"".join(entity.raw.body.split()), strict_mode=True)
-        except binascii.Error:
-            raise MalformedMessageError("the S/MIME part is not valid base64") from None
-    if cte in ("7bit", "8bit", "binary"):
-        return entity.raw.body
-    raise MalformedMessageError(f"unexpected transfer encoding {cte!r} on an S/MIME part")
-
-
-def _walk(entity: _Entity, depth: int = 0) -> list[_Entity]:
-    """Every entity below a multipart (raw bytes kept), depth-first."""
-    if not entity.content_type.startswith("multipart/") or depth > 20:
-        return []
-    boundary = entity.params.get("boundary")
-    if not boundary:
-        raise MalformedMessageError("a multipart part has no boundary")
-    found = []
-    for part in wire.split_multipart(entity.raw.body, boundary).parts:
-        child = _entity(part)
-        found.append(child)
-        found.extend(_walk(child, depth + 1))
-    return found
-
-
-def _is_enveloped(entity: _Entity) -> bool:
+def _is_enveloped(entity: wire.Entity) -> bool:
     if entity.content_type not in _PKCS7_MIME:
         return False
     return entity.params.get("smime-type", "enveloped-data") in (
@@ -318,16 +271,16 @@ def decrypt(
     policy requires authenticated encryption, in which case it is refused.
     """
     data = _message_bytes(message, policy)
-    outer = _entity(data)
+    outer = wire.entity(data)
     if not _is_enveloped(outer):
-        if any(_is_enveloped(e) for e in _walk(outer)):
+        if any(_is_enveloped(e) for e in wire.walk(outer)):
             raise EmbeddedCiphertextError()
         if outer.content_type in _PKCS7_MIME:
             raise MalformedMessageError(
                 f"the message is S/MIME {outer.params.get('smime-type')}, not encrypted"
             )
         raise MalformedMessageError("the message is not S/MIME encrypted")
-    der = _decode_body(outer)
+    der = wire.decode_body(outer)
     opened = enveloped.decrypt_envelope(
         der,
         identity.private_key,
@@ -337,7 +290,7 @@ def decrypt(
     )
     # Content that is not a MIME entity is read as text (RFC 4134 5.3 does this), so no
     # error here can tell an attacker anything about malleated CBC plaintext.
-    inner = _entity(wire.canonicalize(opened.content))
+    inner = wire.entity(wire.canonicalize(opened.content))
     restored = payload.restore(outer.raw, inner.raw)
     return DecryptResult(
         data=restored.data,
@@ -349,7 +302,7 @@ def decrypt(
     )
 
 
-def _is_signed(entity: _Entity) -> bool:
+def _is_signed(entity: wire.Entity) -> bool:
     if entity.content_type == "multipart/signed":
         return entity.params.get("protocol", "") in _PKCS7_SIGNATURE
     return entity.content_type in _PKCS7_MIME and entity.params.get("smime-type") == "signed-data"
@@ -363,7 +316,7 @@ def _from_address(data: bytes) -> str | None:
     return addresses[0].addr_spec
 
 
-def _signed_layer(entity: _Entity) -> tuple[bytes | None, bytes]:
+def _signed_layer(entity: wire.Entity) -> tuple[bytes | None, bytes]:
     """(detached content or None, SignedData DER) of a signed entity."""
     if entity.content_type == "multipart/signed":
         boundary = entity.params.get("boundary")
@@ -372,11 +325,11 @@ def _signed_layer(entity: _Entity) -> tuple[bytes | None, bytes]:
         parts = wire.split_multipart(entity.raw.body, boundary)
         if len(parts.parts) != 2:
             raise MalformedMessageError("multipart/signed must have exactly two parts")
-        signature = _entity(parts.parts[1])
+        signature = wire.entity(parts.parts[1])
         if signature.content_type not in _PKCS7_SIGNATURE:
             raise MalformedMessageError("the second part of multipart/signed is not a signature")
-        return parts.parts[0], _decode_body(signature)
-    return None, _decode_body(entity)
+        return parts.parts[0], wire.decode_body(signature)
+    return None, wire.decode_body(entity)
 
 
 def verify(
@@ -398,7 +351,7 @@ def verify(
     turns it into the typed error).
     """
     data = _message_bytes(message, policy)
-    outer = _entity(data)
+    outer = wire.entity(data)
     context = _VerifyContext(trust, certificates, crls, at, policy)
     if _is_signed(outer):
         return _verify_entity(outer, outer, context, whole=True)
@@ -416,7 +369,7 @@ def verify(
         return VerifyResult(
             status=SignatureStatus.NOT_CHECKED, reason=str(error), error=error, data=content.data
         )
-    for inner in _walk(outer):
+    for inner in wire.walk(outer):
         if _is_signed(inner):
             return _verify_entity(outer, inner, context, whole=False)
     error = NotSignedError("the message is not S/MIME signed")
@@ -435,7 +388,7 @@ class _VerifyContext:
 
 
 def _verify_entity(
-    outer: _Entity, entity: _Entity, context: _VerifyContext, *, whole: bool
+    outer: wire.Entity, entity: wire.Entity, context: _VerifyContext, *, whole: bool
 ) -> VerifyResult:
     policy = context.policy
     detached, der = _signed_layer(entity)
@@ -533,7 +486,7 @@ def read(
     data = _message_bytes(message, policy)
     layers: list[DecryptResult | VerifyResult] = []
     for _ in range(MAX_LAYERS):
-        entity = _entity(data)
+        entity = wire.entity(data)
         if _is_enveloped(entity):
             if identity is None:
                 raise DecryptionError("the message is encrypted; an identity is needed to read it")
@@ -551,7 +504,7 @@ def read(
         else:
             # Not a whole-message layer: report a signature on one part (PARTIAL) or a
             # signature we cannot check (PGP/MIME), and never decrypt an embedded part.
-            if any(_is_enveloped(e) for e in _walk(entity)):
+            if any(_is_enveloped(e) for e in wire.walk(entity)):
                 raise EmbeddedCiphertextError()
             checked = verify(
                 data, trust=trust, policy=policy, at=at, certificates=certificates, crls=crls

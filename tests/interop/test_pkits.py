@@ -179,7 +179,7 @@ def load(name: str) -> Message:
     corpus = _corpus()
     assert corpus is not None
     data = wire.canonicalize((corpus / "pkits-smime" / f"{name}.eml").read_bytes())
-    detached, der = mime._signed_layer(mime._entity(data))
+    detached, der = mime._signed_layer(wire.entity(data))
     parsed = signed.load_signed_data(der)
     _, (first, *_) = signed.check_signed_data(parsed, detached_content=detached, allow_weak=True)
     return Message(first.certificate, first.error, parsed.certificates, parsed.crls)
