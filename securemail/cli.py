@@ -19,6 +19,7 @@ from . import wire
 from .compose import MessageBuilder
 from .errors import InputError, SecureMailError
 from .keys import Identity, Recipient, load_certificates, load_identity
+from .pgp.gpg import GnuPG
 from .policy import DEFAULT, ContentCipher, DigestAlgorithm, KeyTransport, Policy, SignatureMode
 
 __all__ = ["main"]
@@ -73,11 +74,6 @@ def _identity(args: argparse.Namespace) -> Identity:
     return load_identity(args.key, args.cert, password=_password(args), chain=args.chain)
 
 
-def _require_smime(args: argparse.Namespace) -> None:
-    if getattr(args, "pgp", False):
-        raise SecureMailError("PGP/MIME is not available in this version; use --smime")
-
-
 # --- commands -------------------------------------------------------------------------------------
 
 
@@ -118,25 +114,71 @@ def _policy(args: argparse.Namespace) -> Policy:
     return DEFAULT.clone(**changes)
 
 
-def _cmd_encrypt(args: argparse.Namespace) -> int:
-    from .smime import encrypt
+class _UsageError(Exception):
+    """A combination of options that argparse cannot express; exit 2 like its errors."""
 
-    _require_smime(args)
-    recipients = [Recipient.load(path) for path in args.recipient_cert]
-    signer = _identity(args) if args.key else None
-    trust = [c for path in args.trust for c in load_certificates(path)] if args.trust else None
-    protected = encrypt(
-        _read_input(args.input), recipients, signer=signer, policy=_policy(args), trust=trust
-    )
+
+def _need(args: argparse.Namespace, option: str, what: str) -> None:
+    if not getattr(args, option.lstrip("-").replace("-", "_"), None):
+        raise _UsageError(f"{option} is required {what}")
+
+
+def _pgp_engine(args: argparse.Namespace) -> GnuPG | None:
+    """The GnuPG home named by --gnupg-home, or None for a private one per operation."""
+    return GnuPG(args.gnupg_home) if args.gnupg_home else None
+
+
+def _cmd_encrypt(args: argparse.Namespace) -> int:
+    message = _read_input(args.input)
+    if args.pgp:
+        from .pgp import encrypt as pgp_encrypt
+
+        if not (args.recipient_key or args.recipient or args.gnupg_home):
+            raise _UsageError("--recipient-key (or --gnupg-home) is required with --pgp")
+        keys = [*(args.recipient_key or ()), *(args.secret_key or ())]
+        protected = pgp_encrypt(
+            message,
+            args.recipient or (),
+            keys=keys,
+            signer=args.signer,
+            sign=bool(args.secret_key or args.signer),
+            passphrase=_password(args),
+            gnupg=_pgp_engine(args),
+            policy=_policy(args),
+        )
+    else:
+        from .smime import encrypt
+
+        _need(args, "--recipient-cert", "for S/MIME encryption")
+        recipients = [Recipient.load(path) for path in args.recipient_cert]
+        signer_id = _identity(args) if args.key else None
+        trust = [c for path in args.trust for c in load_certificates(path)] if args.trust else None
+        protected = encrypt(
+            message, recipients, signer=signer_id, policy=_policy(args), trust=trust
+        )
     _write_output(args.output, protected.as_bytes())
     return EXIT_OK
 
 
 def _cmd_decrypt(args: argparse.Namespace) -> int:
-    from .smime import decrypt
+    message = _read_input(args.input)
+    if args.pgp:
+        from .pgp import decrypt as pgp_decrypt
 
-    _require_smime(args)
-    result = decrypt(_read_input(args.input), _identity(args), policy=_policy(args))
+        if not (args.secret_key or args.gnupg_home):
+            raise _UsageError("--secret-key (or --gnupg-home) is required with --pgp")
+        result = pgp_decrypt(
+            message,
+            keys=args.secret_key or (),
+            passphrase=_password(args),
+            gnupg=_pgp_engine(args),
+            policy=_policy(args),
+        )
+    else:
+        from .smime import decrypt
+
+        _need(args, "--key", "for S/MIME decryption")
+        result = decrypt(message, _identity(args), policy=_policy(args))
     _write_output(args.output, result.data)
     if not result.authenticated:
         _note(
@@ -147,28 +189,54 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    from .smime import sign
+    message = _read_input(args.input)
+    if args.pgp:
+        from .pgp import sign as pgp_sign
 
-    _require_smime(args)
-    protected = sign(_read_input(args.input), _identity(args), policy=_policy(args))
+        if not (args.secret_key or args.gnupg_home):
+            raise _UsageError("--secret-key (or --gnupg-home) is required with --pgp")
+        protected = pgp_sign(
+            message,
+            args.signer,
+            keys=args.secret_key or (),
+            passphrase=_password(args),
+            gnupg=_pgp_engine(args),
+            policy=_policy(args),
+        )
+    else:
+        from .smime import sign
+
+        _need(args, "--key", "for S/MIME signing")
+        protected = sign(message, _identity(args), policy=_policy(args))
     _write_output(args.output, protected.as_bytes())
     return EXIT_OK
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .smime import verify
+    message = _read_input(args.input)
+    if args.pgp:
+        from .pgp import verify as pgp_verify
 
-    _require_smime(args)
-    trust = [c for path in args.trust for c in load_certificates(path)]
-    extra = [c for path in args.cert or () for c in load_certificates(path)]
-    result = verify(_read_input(args.input), trust=trust, policy=_policy(args), certificates=extra)
+        if not (args.key or args.gnupg_home):
+            raise _UsageError("--key (or --gnupg-home) is required with --pgp")
+        result = pgp_verify(
+            message, keys=args.key or (), gnupg=_pgp_engine(args), policy=_policy(args)
+        )
+        who = f"key {result.fingerprint}"
+    else:
+        from .smime import verify
+
+        _need(args, "--trust", "for S/MIME verification")
+        trust = [c for path in args.trust for c in load_certificates(path)]
+        extra = [c for path in args.cert or () for c in load_certificates(path)]
+        result = verify(message, trust=trust, policy=_policy(args), certificates=extra)
+        who = result.certificate.subject.rfc4514_string() if result.certificate else ""
     if result.verified:
         # Only verified content goes on: `verify | next-step` must never pass on a
         # message whose signature failed.
         assert result.data is not None
         _write_output(args.output, result.data)
-        subject = result.certificate.subject.rfc4514_string() if result.certificate else ""
-        _note(f"verified: signed by {result.signer} ({subject})")
+        _note(f"verified: signed by {result.signer} ({who})")
         return EXIT_OK
     _note(f"NOT verified ({result.status.value}): {result.reason}")
     return EXIT_FAILED
@@ -194,13 +262,28 @@ def _format(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pgp", action="store_true", help="PGP/MIME")
 
 
-def _key_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+def _key_options(parser: argparse.ArgumentParser) -> None:
+    smime = parser.add_argument_group("S/MIME keys")
+    smime.add_argument("--key", metavar="KEY", help="private key (PEM) or PKCS#12 file")
+    smime.add_argument("--cert", metavar="CERT", help="certificate (PEM/DER) for --key")
+    smime.add_argument("--chain", metavar="PEM", help="intermediate certificates to include")
     parser.add_argument(
-        "--key", required=required, metavar="KEY", help="private key (PEM) or PKCS#12 file"
+        "--password-file",
+        "--passphrase-file",
+        dest="password_file",
+        metavar="F",
+        help="password of an encrypted key (S/MIME) or passphrase of a secret key (PGP)",
     )
-    parser.add_argument("--cert", metavar="CERT", help="certificate (PEM/DER) for --key")
-    parser.add_argument("--chain", metavar="PEM", help="intermediate certificates to include")
-    parser.add_argument("--password-file", metavar="F", help="password for an encrypted key")
+
+
+def _pgp_options(parser: argparse.ArgumentParser, *, secret: bool) -> None:
+    pgp = parser.add_argument_group("PGP keys")
+    if secret:
+        pgp.add_argument(
+            "--secret-key", action="append", metavar="ASC", help="OpenPGP secret key file"
+        )
+        pgp.add_argument("--signer", metavar="ADDR|FPR", help="which secret key signs")
+    pgp.add_argument("--gnupg-home", metavar="DIR", help="use this GnuPG home instead of key files")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,26 +304,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", help="output (default: stdout)")
     p.set_defaults(func=_cmd_compose)
 
-    p = sub.add_parser("encrypt", help="encrypt a message (sign first with --key)")
+    p = sub.add_parser("encrypt", help="encrypt a message (sign first with --key/--secret-key)")
     _format(p)
-    p.add_argument("--recipient-cert", action="append", required=True, metavar="PEM")
+    p.add_argument("--recipient-cert", action="append", metavar="PEM", help="S/MIME recipient")
     p.add_argument("--cipher", choices=[c.value for c in ContentCipher])
     p.add_argument("--key-transport", choices=[k.value for k in KeyTransport])
     p.add_argument("--trust", action="append", metavar="CA_PEM", help="require recipient chains")
-    _key_options(p, required=False)
+    p.add_argument("--recipient-key", action="append", metavar="ASC", help="PGP recipient key")
+    p.add_argument(
+        "--recipient", action="append", metavar="ADDR|FPR", help="PGP recipient in --gnupg-home"
+    )
+    _key_options(p)
+    _pgp_options(p, secret=True)
     _io(p)
     p.set_defaults(func=_cmd_encrypt)
 
     p = sub.add_parser("decrypt", help="decrypt a message")
     _format(p)
-    _key_options(p, required=True)
+    _key_options(p)
+    _pgp_options(p, secret=True)
     p.add_argument("--require-authenticated", action="store_true", help="refuse CBC content")
     _io(p)
     p.set_defaults(func=_cmd_decrypt)
 
     p = sub.add_parser("sign", help="sign a message")
     _format(p)
-    _key_options(p, required=True)
+    _key_options(p)
+    _pgp_options(p, secret=True)
     p.add_argument("--opaque", action="store_true", help="opaque signed-data instead of detached")
     p.add_argument("--digest", choices=[d.value for d in DigestAlgorithm])
     _io(p)
@@ -248,9 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="verify a signed message (exit 0 only if verified)")
     _format(p)
-    p.add_argument("--trust", action="append", required=True, metavar="CA_PEM")
+    p.add_argument("--trust", action="append", metavar="CA_PEM", help="S/MIME trust anchors")
     p.add_argument("--cert", action="append", metavar="PEM", help="extra certificates")
+    p.add_argument("--key", action="append", metavar="ASC", help="PGP public key of a signer")
     p.add_argument("--allow-weak", action="store_true", help="accept SHA-1 signatures")
+    _pgp_options(p, secret=False)
     _io(p)
     p.set_defaults(func=_cmd_verify)
 
@@ -264,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], int] = args.func
     try:
         return command(args)
+    except _UsageError as exc:
+        _note(f"{exc} (see securemail {args.command} --help)")
+        return EXIT_USAGE
     except SecureMailError as exc:
         _note(f"error: {exc}")
         return EXIT_FAILED

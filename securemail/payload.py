@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from email.headerregistry import Address
 from email.message import EmailMessage, Message
 
 from . import wire
@@ -27,7 +28,7 @@ from .legacydisplay import add_legacy_display, strip_legacy_display
 from .policy import Policy
 from .results import ProtectedMessage
 
-__all__ = ["Prepared", "is_protected_entity", "prepare", "restore"]
+__all__ = ["Prepared", "from_address", "is_protected_entity", "prepare", "restore"]
 
 # Fields never copied into the protected payload: the envelope and what MTAs add.
 _NOT_PROTECTED = frozenset(
@@ -205,6 +206,13 @@ def assemble(prepared: Prepared, content_fields: list[tuple[str, str]], body: by
 
 
 # --- inbound ------------------------------------------------------------------------------------
+
+
+def from_address(data: bytes) -> str | None:
+    """The addr-spec of the single From mailbox of message ``data`` (None if not one)."""
+    headers = wire.parse_headers(wire.split_entity(data).header_bytes())
+    addresses: tuple[Address, ...] = getattr(headers.get("From"), "addresses", ())
+    return addresses[0].addr_spec if len(addresses) == 1 else None
 
 
 @dataclasses.dataclass(frozen=True)

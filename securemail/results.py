@@ -61,6 +61,9 @@ class DecryptResult:
     """Header fields restored from the encrypted part (RFC 9788 / protected-headers v1)."""
     signed: bool = False
     """The decrypted content is itself signed: verify it next."""
+    signature: VerifyResult | None = None
+    """A signature made together with the encryption (OpenPGP's combined form, RFC 3156
+    6.2); signatures in the decrypted content are found by verifying it."""
 
     @property
     def message(self) -> EmailMessage:
@@ -85,6 +88,9 @@ class VerifyResult:
     signer: str | None = None
     """The signer's email address (or certificate subject / key fingerprint)."""
     certificate: x509.Certificate | None = None
+    """The signer's X.509 certificate (S/MIME)."""
+    fingerprint: str | None = None
+    """The signer's OpenPGP primary key fingerprint (PGP/MIME)."""
     chain: tuple[x509.Certificate, ...] = ()
     signing_time: dt.datetime | None = None
     digest_algorithm: str | None = None

@@ -518,22 +518,6 @@ def test_usage_error_is_one_line_with_exit_2(work: Workdir, command: str, says: 
     assert result.stdout == b""
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        "encrypt --recipient-cert bob.pem",
-        "decrypt --key bob.key --cert bob.pem",
-        "sign --key alice.key --cert alice.pem",
-        "verify --trust ca.pem",
-    ],
-    ids=lambda command: command.split()[0],
-)
-def test_pgp_is_not_available_yet(work: Workdir, command: str) -> None:
-    result = run(work.path, f"{command} --pgp -i signed.eml")
-    assert_one_line_failure(result, "PGP/MIME is not available")
-    assert result.stdout == b""
-
-
 def test_help_and_version(work: Workdir) -> None:
     assert ok(work.path, "--version") == b"securemail 0.1.0\n"
     usage = ok(work.path, "--help").decode()

@@ -6,3 +6,18 @@ verifies raw bytes, and decides every outcome from gpg's ``[GNUPG:]`` status lin
 that no unauthenticated plaintext and no unverified text ever reaches the caller. The MIME
 structures of RFC 3156 are built on top of it.
 """
+
+from .gpg import GnuPG, KeyInfo, find_gpg
+from .mime import KeySource, decrypt, encrypt, read, sign, verify
+
+__all__ = [
+    "GnuPG",
+    "KeyInfo",
+    "KeySource",
+    "decrypt",
+    "encrypt",
+    "find_gpg",
+    "read",
+    "sign",
+    "verify",
+]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from email.headerregistry import Address
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -308,14 +307,6 @@ def _is_signed(entity: wire.Entity) -> bool:
     return entity.content_type in _PKCS7_MIME and entity.params.get("smime-type") == "signed-data"
 
 
-def _from_address(data: bytes) -> str | None:
-    headers = wire.parse_headers(wire.split_entity(data).header_bytes())
-    addresses: tuple[Address, ...] = getattr(headers.get("From"), "addresses", ())
-    if len(addresses) != 1:
-        return None
-    return addresses[0].addr_spec
-
-
 def _signed_layer(entity: wire.Entity) -> tuple[bytes | None, bytes]:
     """(detached content or None, SignedData DER) of a signed entity."""
     if entity.content_type == "multipart/signed":
@@ -445,7 +436,7 @@ def _verify_entity(
     except CertificateError as exc:
         return outcome(SignatureStatus.FAILED, exc)
     result = dataclasses.replace(result, chain=path.certificates)
-    sender = _from_address(restored.data)
+    sender = payload.from_address(restored.data)
     if policy.require_signer_matches_from and (
         sender is None or not matches_email(first.certificate, sender)
     ):

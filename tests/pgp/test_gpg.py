@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pgp.keys import PASSPHRASE, SIGNED_DATA, KeySet, PgpKey, generate
+from pgp.keys import PASSPHRASE, SIGNED_DATA, KeySet, PgpKey
 from securemail.errors import (
     DecryptionError,
     InputError,
@@ -49,11 +49,6 @@ MakeEngine = Callable[..., GnuPG]
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def keyset(gpg_bin: str, tmp_path_factory: pytest.TempPathFactory) -> KeySet:
-    return generate(gpg_bin, tmp_path_factory.mktemp("pgp-keys"))
 
 
 @pytest.fixture

@@ -1,0 +1,12 @@
+"""Fixtures shared by the OpenPGP tests: the generated key set (slow to make, so once)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgp.keys import KeySet, generate
+
+
+@pytest.fixture(scope="session")
+def keyset(gpg_bin: str, tmp_path_factory: pytest.TempPathFactory) -> KeySet:
+    return generate(gpg_bin, tmp_path_factory.mktemp("pgp-keys"))
