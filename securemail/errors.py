@@ -13,6 +13,7 @@ user can do about it. Decryption failures deliberately share one message (see
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyFinalized",
     "CertificateError",
     "CertificateExpiredError",
     "CertificateNotYetValidError",
@@ -111,6 +112,14 @@ class UnsupportedAlgorithmError(SecureMailError):
         self.context = context
         where = f" for {context}" if context else ""
         super().__init__(f"unsupported algorithm {algorithm}{where}")
+
+
+class AlreadyFinalized(SecureMailError):
+    """A streaming writer was used after ``finalize()`` (or finalized twice)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what} is already finalized")
 
 
 class SizeLimitExceeded(SecureMailError):

@@ -22,13 +22,21 @@ from email.message import EmailMessage, Message
 
 from . import wire
 from .compose import envelope_recipients, envelope_sender
-from .errors import MalformedMessageError
+from .errors import MalformedMessageError, SizeLimitExceeded
 from .headers import check_header_value, check_message_headers, verify_header_names
 from .legacydisplay import add_legacy_display, strip_legacy_display
 from .policy import Policy
 from .results import ProtectedMessage
 
-__all__ = ["Prepared", "from_address", "is_protected_entity", "prepare", "restore"]
+__all__ = [
+    "Prepared",
+    "from_address",
+    "is_protected_entity",
+    "message_bytes",
+    "prepare",
+    "prepare_headers",
+    "restore",
+]
 
 # Fields never copied into the protected payload: the envelope and what MTAs add.
 _NOT_PROTECTED = frozenset(
@@ -126,7 +134,12 @@ def _outer_fields(
     ]
 
 
-def _prepare_message(message: EmailMessage, policy: Policy, encrypting: bool) -> Prepared:
+def _protected_entity(
+    message: EmailMessage, policy: Policy, encrypting: bool
+) -> tuple[list[tuple[str, str]], EmailMessage]:
+    """The outer fields, and a copy of ``message`` whose header section is the protected
+    one: copies of the header fields (with ``HP-Outer`` and ``hp`` when header protection
+    is on) and the original Content-* fields."""
     headers = [(name, str(value)) for name, value in message.items() if not _is_content_field(name)]
     for name, value in headers:
         check_header_value(name, value)
@@ -149,13 +162,40 @@ def _prepare_message(message: EmailMessage, policy: Policy, encrypting: bool) ->
             entity[name] = value
     if policy.header_protection:
         entity.set_param("hp", "cipher" if encrypting else "clear")
-    entity = wire.seven_bit(entity)
-    entity_bytes = wire.to_bytes(entity)
-    outer_bytes = b"".join(wire.fold_field(n, v) for n, v in outer)
+    return outer, entity
+
+
+def _prepare_message(message: EmailMessage, policy: Policy, encrypting: bool) -> Prepared:
+    outer, entity = _protected_entity(message, policy, encrypting)
+    entity_bytes = wire.to_bytes(wire.seven_bit(entity))
     return Prepared(
-        outer=outer_bytes,
+        outer=b"".join(wire.fold_field(n, v) for n, v in outer),
         outer_names=tuple(n for n, _ in outer),
         entity=entity_bytes,
+        mail_from=envelope_sender(message),
+        recipients=envelope_recipients(message),
+    )
+
+
+def prepare_headers(header_block: bytes, policy: Policy, *, encrypting: bool) -> Prepared:
+    """Like :func:`prepare` for a message whose body will be streamed: ``header_block`` is
+    the message's header section, and the returned ``entity`` is only the protected
+    entity's header section (ending with the empty line); the body follows it unchanged.
+
+    The body is not re-encoded, so it must already be fit for the operation (7-bit and CRLF
+    for signing, as ``securemail compose`` writes it). Legacy display elements, which
+    change the body, are not added to streamed messages.
+    """
+    message = wire.parse_headers(header_block)
+    check_message_headers(message)
+    outer, entity = _protected_entity(message, policy.clone(legacy_display=False), encrypting)
+    names = [n for n, _ in entity.items()]
+    fields = b"".join(wire.fold_field(n, str(v)) for n, v in entity.items())
+    verify_header_names(fields + wire.CRLF, names)
+    return Prepared(
+        outer=b"".join(wire.fold_field(n, v) for n, v in outer),
+        outer_names=tuple(n for n, _ in outer),
+        entity=fields + wire.CRLF,
         mail_from=envelope_sender(message),
         recipients=envelope_recipients(message),
     )
@@ -208,6 +248,25 @@ def assemble(prepared: Prepared, content_fields: list[tuple[str, str]], body: by
 # --- inbound ------------------------------------------------------------------------------------
 
 
+def message_bytes(message: MessageInput, policy: Policy) -> bytes:
+    """An inbound message as canonical bytes, within the policy's size limit.
+
+    A leading mbox separator line (``From sender date``, RFC 4155), which mail stores and
+    Thunderbird's "save as" leave in front of the header section, is dropped.
+    """
+    if isinstance(message, ProtectedMessage):
+        data = message.data
+    elif isinstance(message, bytes | bytearray):
+        data = bytes(message)
+    else:
+        data = message.as_bytes(policy=wire.WIRE_POLICY)
+    if len(data) > policy.max_message_size:
+        raise SizeLimitExceeded("message", policy.max_message_size)
+    if data.startswith(b"From "):
+        data = data.split(b"\n", 1)[1] if b"\n" in data else b""
+    return wire.canonicalize(data)
+
+
 def from_address(data: bytes) -> str | None:
     """The addr-spec of the single From mailbox of message ``data`` (None if not one)."""
     headers = wire.parse_headers(wire.split_entity(data).header_bytes())
@@ -225,25 +284,30 @@ class Restored:
 def restore(outer: wire.RawEntity, inner: wire.RawEntity) -> Restored:
     """The message as its sender wrote it: ``inner``'s entity under the right headers.
 
-    With header protection the inner copies win and outer fields of the same name are
-    dropped (an attacker can rewrite outer headers but not the protected ones); fields only
-    present outside (Received, ...) are kept. Without it, the outer fields are used.
+    RFC 9788 (``hp``): the protected header section *is* the message's; from outside only
+    what transport adds is kept (Received, ...), so an unprotected Reply-To or Cc added on
+    the way never looks signed. The older ``protected-headers="v1"`` scheme protects only
+    the fields it repeats inside (often just Subject): those win, the others come from
+    outside. Without either marker the outer fields are used, plus any other fields the
+    inner part carries (Autocrypt-Gossip lives there).
     """
     content_type, params = inner.content_type
-    protected_mode = params.get("hp") in ("cipher", "clear") or (
-        params.get("protected-headers") == "v1"
-    )
     inner_other = [f for f in inner.other_fields if f.name.lower() != "hp-outer"]
-    if protected_mode and inner_other:
-        # RFC 9788: the protected header section is the message's header section. From
-        # outside only what transport adds is kept; an unprotected Reply-To or Cc added on
-        # the way must not look signed.
+    inner_names = {f.name.lower() for f in inner_other}
+    if params.get("hp") in ("cipher", "clear") and inner_other:
         kept = [f for f in outer.other_fields if f.name.lower().startswith(_TRANSPORT_FIELDS)]
         fields = [*inner_other, *kept]
         protected = tuple(f.name for f in inner_other)
+    elif params.get("protected-headers") == "v1" and inner_other:
+        kept = [f for f in outer.other_fields if f.name.lower() not in inner_names]
+        fields = [*inner_other, *kept]
+        protected = tuple(f.name for f in inner_other)
     else:
-        fields = list(outer.other_fields)
+        outer_names = {f.name.lower() for f in outer.other_fields}
+        extra = [f for f in inner_other if f.name.lower() not in outer_names]
+        fields = [*outer.other_fields, *extra]
         protected = ()
+    protected_mode = bool(protected)
     content = [f for f in inner.content_fields if f.name.lower() != "mime-version"]
     header = b"".join(f.raw for f in fields) + b"MIME-Version: 1.0\r\n"
     header += b"".join(f.raw for f in content)

@@ -1474,6 +1474,12 @@ class GnuPG:
         if run.overflow:
             raise SizeLimitExceeded("the decrypted message", limit)
         password_message = run.has("NEED_PASSPHRASE_SYM")
+        if run.has("NODATA") and not run.has("DECRYPTION_OKAY"):
+            # gpg found no packet it could read: an unknown version (RFC 9580 v6 needs
+            # GnuPG 2.4+ or another implementation) or no OpenPGP data at all.
+            raise DecryptionError(
+                "no OpenPGP data this GnuPG can read (a newer packet version, or damaged)"
+            )
         if symmetric and (not password_message or run.has("DECRYPTION_KEY")):
             raise DecryptionError("the message is not password-encrypted; decrypt it with a key")
         if not symmetric and password_message:
@@ -1542,7 +1548,10 @@ class GnuPG:
             keys = self.list_keys()
         except SecureMailError:
             keys = ()
-        owners = [k.name for k in keys if any(s.key_id in ids | hints for s in k.keys)]
+        # Only keys whose secret part is here can have asked for the passphrase.
+        owners = [
+            k.name for k in keys if any(s.secret and s.key_id in (hints or ids) for s in k.keys)
+        ]
         return ", ".join(dict.fromkeys(owners)) or "the secret key"
 
     def _limit(self, max_output: int | None) -> int:

@@ -27,9 +27,9 @@ from ..errors import (
     PartialSignatureError,
     RecipientError,
     SecureMailError,
+    SignatureInvalidError,
     SignerMismatch,
     SigningKeyError,
-    SizeLimitExceeded,
 )
 from ..policy import DEFAULT, Policy
 from ..results import (
@@ -202,18 +202,6 @@ def encrypt(
 # --- reading -------------------------------------------------------------------------------------
 
 
-def _message_bytes(message: MessageInput, policy: Policy) -> bytes:
-    if isinstance(message, ProtectedMessage):
-        data = message.data
-    elif isinstance(message, bytes | bytearray):
-        data = bytes(message)
-    else:
-        data = message.as_bytes(policy=wire.WIRE_POLICY)
-    if len(data) > policy.max_message_size:
-        raise SizeLimitExceeded("message", policy.max_message_size)
-    return wire.canonicalize(data)
-
-
 def _is_encrypted(entity: wire.Entity) -> bool:
     return entity.content_type == "multipart/encrypted" and (
         entity.params.get("protocol") == "application/pgp-encrypted"
@@ -226,16 +214,60 @@ def _is_signed(entity: wire.Entity) -> bool:
     )
 
 
-def _inline_block(entity: wire.Entity, pattern: re.Pattern[bytes]) -> tuple[bytes, bool] | None:
-    """(the armored block, whether other text surrounds it) of a text/plain body."""
-    if entity.content_type != "text/plain":
+def _inline_block(
+    entity: wire.Entity, pattern: re.Pattern[bytes], types: tuple[str, ...] = ("text/plain",)
+) -> tuple[bytes, bool] | None:
+    """(the armored block, whether other text surrounds it) of a text body."""
+    if entity.content_type not in types:
         return None
     text = wire.decode_body(entity)
     found = pattern.search(text)
     if found is None:
         return None
     outside = (text[: found.start()] + text[found.end() :]).strip()
-    return found.group(0), bool(outside)
+    return _clean_armor(found.group(0)), bool(outside)
+
+
+_BLANKISH_LINE = re.compile(rb"(?m)^(?:[ \t]|\xc2\xa0|\xa0)+(?=\r?$)")
+
+
+def _clean_armor(block: bytes) -> bytes:
+    """Armor as gpg reads it: HTML-to-text conversions leave the blank line after the
+    armor headers as a no-break space (Thunderbird normalizes it the same way)."""
+    return _BLANKISH_LINE.sub(b"", block)
+
+
+def _armored_anywhere(entity: wire.Entity) -> bool:
+    """OpenPGP ciphertext in ``entity`` itself: an armored message in a text part (in HTML
+    the armor lines may be wrapped in tags), or a PGP/MIME version part out of place."""
+    if entity.content_type == "application/pgp-encrypted":
+        return True
+    if entity.content_type not in ("text/plain", "text/html"):
+        return False
+    return b"-----BEGIN PGP MESSAGE-----" in wire.decode_body(entity)
+
+
+def _mangled_payload(entity: wire.Entity) -> bytes | None:
+    """The OpenPGP data of PGP/MIME that a server wrapped in multipart/mixed: Exchange
+    (an empty text part, then the two PGP/MIME parts) or a footer-adding gateway (an empty
+    footer, then multipart/encrypted). Only empty text (blank lines, a ``--`` signature
+    separator) is tolerated around the ciphertext, so nothing an attacker placed next to
+    it can be shown with its plaintext (EFAIL); anything more is refused."""
+    if entity.content_type != "multipart/mixed":
+        return None
+    children = [c for c in wire.parts(entity) if not _empty_text(c)]
+    types = [c.content_type for c in children]
+    if types == ["application/pgp-encrypted", "application/octet-stream"]:
+        return _payload_of(*children)
+    if len(children) == 1 and _is_encrypted(children[0]):
+        return _encrypted_payload(children[0])
+    return None
+
+
+def _empty_text(entity: wire.Entity) -> bool:
+    if entity.content_type != "text/plain":
+        return False
+    return not re.sub(rb"[\s-]", b"", wire.decode_body(entity))
 
 
 def _encrypted_payload(entity: wire.Entity) -> bytes:
@@ -243,21 +275,23 @@ def _encrypted_payload(entity: wire.Entity) -> bytes:
     children = wire.parts(entity)
     if len(children) != 2:
         raise MalformedMessageError("multipart/encrypted must have exactly two parts")
-    version, data = children
+    return _payload_of(*children)
+
+
+def _payload_of(version: wire.Entity, data: wire.Entity) -> bytes:
     if version.content_type != "application/pgp-encrypted":
         raise MalformedMessageError("the first part of PGP/MIME must be application/pgp-encrypted")
     if not re.search(rb"(?mi)^Version:[ \t]*1[ \t\r]*$", wire.decode_body(version)):
         raise MalformedMessageError("unsupported PGP/MIME version (only 'Version: 1')")
     if data.content_type != "application/octet-stream":
         raise MalformedMessageError("the second part of PGP/MIME must be application/octet-stream")
-    return wire.decode_body(data)
+    return _clean_armor(wire.decode_body(data))
 
 
 def _encrypted_parts(entity: wire.Entity) -> bool:
-    """Does an encrypted PGP part, or an armored message, sit somewhere below ``entity``?"""
-    return any(
-        _is_encrypted(e) or _inline_block(e, _ARMORED_MESSAGE) is not None
-        for e in wire.walk(entity)
+    """Does an encrypted PGP part, or an armored message, sit in ``entity`` or below it?"""
+    return _armored_anywhere(entity) or any(
+        _is_encrypted(e) or _armored_anywhere(e) for e in wire.walk(entity)
     )
 
 
@@ -276,11 +310,14 @@ def decrypt(
     see :meth:`GnuPG.decrypt`. An encrypted part embedded among other parts, or an armored
     block with other text around it, is refused (EFAIL). Protected headers are restored.
     """
-    data = _message_bytes(message, policy)
+    data = payload.message_bytes(message, policy)
     outer = wire.entity(data)
     inline = _inline_block(outer, _ARMORED_MESSAGE)
+    mangled = _mangled_payload(outer)
     if _is_encrypted(outer):
         ciphertext = _encrypted_payload(outer)
+    elif mangled is not None:
+        ciphertext = mangled
     elif inline is not None and not inline[1]:
         ciphertext = inline[0]
     elif inline is not None or _encrypted_parts(outer):
@@ -391,8 +428,10 @@ def verify(
     inside a larger message, or a clearsigned block with other text around it, is PARTIAL;
     the result's data is then only what was signed.
     """
-    data = _message_bytes(message, policy)
+    data = payload.message_bytes(message, policy)
     outer = wire.entity(data)
+    if outer.content_type == "multipart/signed" and not _is_signed(outer):
+        return _foreign_signature(outer)
     with _engine(gnupg, keys, policy) as (engine, _):
         if _is_signed(outer):
             return _verify_multipart(engine, outer, outer, policy, whole=True)
@@ -413,6 +452,21 @@ def verify(
     return VerifyResult(status=SignatureStatus.NOT_CHECKED, reason=str(error), error=error)
 
 
+def _foreign_signature(outer: wire.Entity) -> VerifyResult:
+    """Another signature protocol (S/MIME): not checked here, but the signed content is
+    handed back so that the layers below it can be read."""
+    error = NotSignedError(
+        f"signed with {outer.params.get('protocol') or 'an unknown protocol'}, not OpenPGP"
+    )
+    children = wire.parts(outer)
+    if not children:
+        raise MalformedMessageError("multipart/signed without parts")
+    content = payload.restore(outer.raw, children[0].raw)
+    return VerifyResult(
+        status=SignatureStatus.NOT_CHECKED, reason=str(error), error=error, data=content.data
+    )
+
+
 def _verify_multipart(
     engine: GnuPG, outer: wire.Entity, entity: wire.Entity, policy: Policy, *, whole: bool
 ) -> VerifyResult:
@@ -428,6 +482,13 @@ def _verify_multipart(
         wire.decode_body(signature),
         allow_weak_digest=policy.allow_weak_algorithms,
     )
+    if checked.verdict is Verdict.NOT_CHECKED and isinstance(checked.error, NotSignedError):
+        # The message says it is signed but its signature part holds none that gpg can
+        # read (damaged armor, wrong data): that is a bad signature, not an unsigned one.
+        damaged = SignatureInvalidError("the signature part holds no readable OpenPGP signature")
+        checked = dataclasses.replace(
+            checked, verdict=Verdict.FAILED, reason=str(damaged), error=damaged
+        )
     restored = payload.restore(outer.raw, wire.split_entity(split.parts[0]))
     return _result(checked, restored.data, policy, restored.protected_headers, whole=whole)
 
@@ -445,18 +506,22 @@ def read(
 ) -> ReadResult:
     """Open every PGP/MIME layer of an inbound message, outermost first (encrypted,
     signed, both in either order, the combined form, inline PGP)."""
-    data = _message_bytes(message, policy)
+    data = payload.message_bytes(message, policy)
     layers: list[DecryptResult | VerifyResult] = []
     with _engine(gnupg, keys, policy) as (engine, _):
         for _ in range(MAX_LAYERS):
             entity = wire.entity(data)
-            if _is_encrypted(entity) or _inline_block(entity, _ARMORED_MESSAGE):
+            if (
+                _is_encrypted(entity)
+                or _mangled_payload(entity) is not None
+                or _inline_block(entity, _ARMORED_MESSAGE)
+            ):
                 opened = decrypt(data, passphrase=passphrase, gnupg=engine, policy=policy)
                 layers.append(opened)
                 if opened.signature is not None:
                     layers.append(opened.signature)
                 data = opened.data
-            elif _is_signed(entity) or _inline_block(entity, _CLEARSIGNED):
+            elif entity.content_type == "multipart/signed" or _inline_block(entity, _CLEARSIGNED):
                 checked = verify(data, gnupg=engine, policy=policy)
                 layers.append(checked)
                 if checked.data is None or checked.status is SignatureStatus.PARTIAL:
@@ -466,7 +531,8 @@ def read(
                 if _encrypted_parts(entity):
                     raise EmbeddedCiphertextError()
                 checked = verify(data, gnupg=engine, policy=policy)
-                if checked.status is not SignatureStatus.NOT_CHECKED:
+                signed_inside = any(_is_signed(e) for e in wire.walk(entity))
+                if checked.status is not SignatureStatus.NOT_CHECKED or signed_inside:
                     layers.append(checked)
                 break
         else:

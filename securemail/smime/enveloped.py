@@ -49,11 +49,13 @@ from . import _asn1
 from .validation import email_addresses
 
 __all__ = [
+    "EnvelopePlan",
     "EnvelopeRecipient",
     "OpenedEnvelope",
     "decrypt_envelope",
     "decrypt_envelope_with_kek",
     "encrypt_envelope",
+    "plan_envelope",
 ]
 
 _HASH: dict[str, Callable[[], hashes.HashAlgorithm]] = {
@@ -250,56 +252,86 @@ def _recipient_info(recipient: EnvelopeRecipient, cek: bytes) -> cms.RecipientIn
     )
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
+class EnvelopePlan:
+    """Everything of an envelope but its content: the fresh content key and IV (or GCM
+    nonce), and the recipient infos that carry the key to each recipient. Shared by the
+    in-memory encryptor and the streaming one (:mod:`securemail.stream.cms`)."""
+
+    cipher: ContentCipher
+    key: bytes
+    iv: bytes
+    recipient_infos: tuple[cms.RecipientInfo, ...]
+
+    @property
+    def content_type(self) -> str:
+        """The ContentInfo type: AuthEnvelopedData for GCM, EnvelopedData for CBC."""
+        return "authenticated_enveloped_data" if self.cipher.authenticated else "enveloped_data"
+
+    @property
+    def version(self) -> str:
+        """RFC 5652 6.1 / RFC 5083 2.1: v0, or v2 when a recipient info is not v0."""
+        if self.cipher.authenticated or all(i.name == "ktri" for i in self.recipient_infos):
+            return "v0"
+        return "v2"
+
+    def content_algorithm(self) -> algos.EncryptionAlgorithm:
+        oid = _CONTENT_OID[self.cipher]
+        if self.cipher.authenticated:
+            params: object = _asn1.GCMParameters({"aes_nonce": self.iv, "aes_icvlen": GCM_TAG_SIZE})
+        else:
+            params = core.OctetString(self.iv)
+        return algos.EncryptionAlgorithm({"algorithm": oid, "parameters": params})
+
+
+def plan_envelope(recipients: Sequence[EnvelopeRecipient], cipher: ContentCipher) -> EnvelopePlan:
+    """A fresh content key wrapped for every recipient (fail-closed: any recipient that
+    cannot be encrypted to raises :class:`RecipientError` naming it)."""
+    if not recipients:
+        raise RecipientError("(none)", "at least one recipient is required")
+    cek = os.urandom(cipher.key_size)
+    infos = tuple(_recipient_info(r, cek) for r in recipients)
+    iv = os.urandom(GCM_NONCE_SIZE if cipher.authenticated else 16)
+    return EnvelopePlan(cipher=cipher, key=cek, iv=iv, recipient_infos=infos)
+
+
 def encrypt_envelope(
     content: bytes, recipients: Sequence[EnvelopeRecipient], cipher: ContentCipher
 ) -> bytes:
     """DER ContentInfo: AuthEnvelopedData for the GCM ciphers, EnvelopedData for CBC."""
-    if not recipients:
-        raise RecipientError("(none)", "at least one recipient is required")
-    cek = os.urandom(cipher.key_size)
-    infos = [_recipient_info(r, cek) for r in recipients]
-    oid = _CONTENT_OID[cipher]
+    plan = plan_envelope(recipients, cipher)
     if cipher.authenticated:
-        nonce = os.urandom(GCM_NONCE_SIZE)
-        sealed = AESGCM(cek).encrypt(nonce, content, None)
+        sealed = AESGCM(plan.key).encrypt(plan.iv, content, None)
         ciphertext, tag = sealed[:-GCM_TAG_SIZE], sealed[-GCM_TAG_SIZE:]
-        params = _asn1.GCMParameters({"aes_nonce": nonce, "aes_icvlen": GCM_TAG_SIZE})
-        body = cms.AuthEnvelopedData(
+        body: cms.AuthEnvelopedData | cms.EnvelopedData = cms.AuthEnvelopedData(
             {
-                "version": "v0",
-                "recipient_infos": infos,
+                "version": plan.version,
+                "recipient_infos": list(plan.recipient_infos),
                 "auth_encrypted_content_info": {
                     "content_type": "data",
-                    "content_encryption_algorithm": {"algorithm": oid, "parameters": params},
+                    "content_encryption_algorithm": plan.content_algorithm(),
                     "encrypted_content": ciphertext,
                 },
                 "mac": tag,
             }
         )
-        info = cms.ContentInfo({"content_type": "authenticated_enveloped_data", "content": body})
     else:
-        iv = os.urandom(16)
         padder = padding.PKCS7(128).padder()
         padded = padder.update(content) + padder.finalize()
-        encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
+        encryptor = Cipher(algorithms.AES(plan.key), modes.CBC(plan.iv)).encryptor()
         ciphertext = encryptor.update(padded) + encryptor.finalize()
-        only_v0 = all(i.name == "ktri" for i in infos)
         body = cms.EnvelopedData(
             {
-                "version": "v0" if only_v0 else "v2",
-                "recipient_infos": infos,
+                "version": plan.version,
+                "recipient_infos": list(plan.recipient_infos),
                 "encrypted_content_info": {
                     "content_type": "data",
-                    "content_encryption_algorithm": {
-                        "algorithm": oid,
-                        "parameters": core.OctetString(iv),
-                    },
+                    "content_encryption_algorithm": plan.content_algorithm(),
                     "encrypted_content": ciphertext,
                 },
             }
         )
-        info = cms.ContentInfo({"content_type": "enveloped_data", "content": body})
-    return bytes(info.dump())
+    return bytes(cms.ContentInfo({"content_type": plan.content_type, "content": body}).dump())
 
 
 # --- opening --------------------------------------------------------------------------------------

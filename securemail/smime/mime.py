@@ -28,7 +28,6 @@ from ..errors import (
     SecureMailError,
     SignatureInvalidError,
     SignerMismatch,
-    SizeLimitExceeded,
     UnsupportedAlgorithmError,
 )
 from ..keys import Identity, Recipient
@@ -239,18 +238,6 @@ def encrypt(
 # --- reading ------------------------------------------------------------------------------------
 
 
-def _message_bytes(message: MessageInput, policy: Policy) -> bytes:
-    if isinstance(message, ProtectedMessage):
-        data = message.data
-    elif isinstance(message, bytes | bytearray):
-        data = bytes(message)
-    else:
-        data = message.as_bytes(policy=wire.WIRE_POLICY)
-    if len(data) > policy.max_message_size:
-        raise SizeLimitExceeded("message", policy.max_message_size)
-    return wire.canonicalize(data)
-
-
 def _is_enveloped(entity: wire.Entity) -> bool:
     if entity.content_type not in _PKCS7_MIME:
         return False
@@ -269,7 +256,7 @@ def decrypt(
     refused (EFAIL). CBC content is returned flagged ``authenticated=False`` unless the
     policy requires authenticated encryption, in which case it is refused.
     """
-    data = _message_bytes(message, policy)
+    data = payload.message_bytes(message, policy)
     outer = wire.entity(data)
     if not _is_enveloped(outer):
         if any(_is_enveloped(e) for e in wire.walk(outer)):
@@ -341,7 +328,7 @@ def verify(
     structures raise; everything else is reported in the result (``raise_for_status()``
     turns it into the typed error).
     """
-    data = _message_bytes(message, policy)
+    data = payload.message_bytes(message, policy)
     outer = wire.entity(data)
     context = _VerifyContext(trust, certificates, crls, at, policy)
     if _is_signed(outer):
@@ -474,7 +461,7 @@ def read(
     ``trust``. The result keeps every layer's outcome; ``ReadResult.verified`` is true only
     if at least one signature was verified and none failed.
     """
-    data = _message_bytes(message, policy)
+    data = payload.message_bytes(message, policy)
     layers: list[DecryptResult | VerifyResult] = []
     for _ in range(MAX_LAYERS):
         entity = wire.entity(data)

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 
 from ..errors import (
+    InputError,
     MalformedASN1Error,
     SignatureInvalidError,
     UnsupportedAlgorithmError,
@@ -42,6 +43,7 @@ __all__ = [
     "check_signed_data",
     "load_signed_data",
     "sign_content",
+    "sign_digest",
     "signing_digest",
 ]
 
@@ -155,8 +157,57 @@ def sign_content(
 ) -> bytes:
     """DER ContentInfo(SignedData) over ``content`` (id-data) with signed attributes
     contentType, signingTime, messageDigest and SMIMECapabilities."""
+    used = signing_digest(signer.certificate, digest)
+    return _signed_data(
+        hashlib.new(used.value, content).digest(),
+        signer,
+        digest=used,
+        rsa_padding=rsa_padding,
+        content=None if detached else content,
+        include_chain=include_chain,
+        capabilities=capabilities,
+        signing_time=signing_time,
+    )
+
+
+def sign_digest(
+    message_digest: bytes,
+    signer: Signer,
+    *,
+    digest: DigestAlgorithm,
+    rsa_padding: SignaturePadding = SignaturePadding.PKCS1V15,
+    include_chain: bool = False,
+    capabilities: Capabilities = ANNOUNCED,
+    signing_time: dt.datetime | None = None,
+) -> bytes:
+    """A detached SignedData for content already hashed with ``digest`` (which must be
+    :func:`signing_digest` of the signer): the streaming signer hashes while it writes."""
+    if signing_digest(signer.certificate, digest) is not digest:
+        raise InputError(f"a {digest.value} digest cannot be signed with this key")
+    return _signed_data(
+        message_digest,
+        signer,
+        digest=digest,
+        rsa_padding=rsa_padding,
+        content=None,
+        include_chain=include_chain,
+        capabilities=capabilities,
+        signing_time=signing_time,
+    )
+
+
+def _signed_data(
+    message_digest: bytes,
+    signer: Signer,
+    *,
+    digest: DigestAlgorithm,
+    rsa_padding: SignaturePadding,
+    content: bytes | None,
+    include_chain: bool,
+    capabilities: Capabilities,
+    signing_time: dt.datetime | None,
+) -> bytes:
     digest, sig_alg = _signature_algorithm(signer.certificate, digest, rsa_padding)
-    message_digest = hashlib.new(digest.value, content).digest()
     when = (signing_time or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     signed_attrs = cms.CMSAttributes(
         [
@@ -187,7 +238,7 @@ def sign_content(
         }
     )
     encap: dict[str, object] = {"content_type": "data"}
-    if not detached:
+    if content is not None:
         encap["content"] = content
     signed_data = cms.SignedData(
         {

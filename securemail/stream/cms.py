@@ -1,0 +1,109 @@
+"""CMS envelopes written as a stream: BER with indefinite lengths, content in chunks.
+
+The length of a streamed message is not known when its first byte goes out, so the outer
+structures use BER indefinite length (what ``openssl cms -stream`` writes) and the
+encrypted content is a constructed OCTET STRING of definite-length segments, one per
+chunk. Only this framing is written by hand (STYLE.md, convention 8); the recipient infos
+and algorithm identifiers are the DER that :mod:`securemail.smime.enveloped` declares, and
+the tests parse every output back with asn1crypto and OpenSSL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from asn1crypto import cms, core
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from ..policy import ContentCipher
+from ..smime.enveloped import GCM_TAG_SIZE, EnvelopePlan, EnvelopeRecipient, plan_envelope
+from .base import CHUNK, Data, Sink, Writer
+
+__all__ = ["EnvelopeWriter", "ber_length", "octet_string_header"]
+
+_INDEFINITE_SEQUENCE = b"\x30\x80"
+_INDEFINITE_EXPLICIT_0 = b"\xa0\x80"
+_END = b"\x00\x00"  # end-of-contents
+
+
+def ber_length(size: int) -> bytes:
+    """The DER length octets for ``size`` (short form below 128, else long form)."""
+    if size < 0x80:
+        return bytes([size])
+    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def octet_string_header(size: int) -> bytes:
+    return b"\x04" + ber_length(size)
+
+
+def _envelope_head(plan: EnvelopePlan) -> bytes:
+    """ContentInfo and (Auth)EnvelopedData up to the first encrypted-content segment."""
+    content_type = cms.ContentType(plan.content_type).dump()
+    version = cms.CMSVersion(plan.version).dump()
+    infos = cms.RecipientInfos(list(plan.recipient_infos)).dump()
+    algorithm = plan.content_algorithm().dump()
+    data_type = cms.ContentType("data").dump()
+    head: bytes = (
+        _INDEFINITE_SEQUENCE  # ContentInfo
+        + content_type
+        + _INDEFINITE_EXPLICIT_0  # [0] EXPLICIT content
+        + _INDEFINITE_SEQUENCE  # (Auth)EnvelopedData
+        + version
+        + infos
+        + _INDEFINITE_SEQUENCE  # (Auth)EncryptedContentInfo
+        + data_type
+        + algorithm
+        + b"\xa0\x80"  # encryptedContent [0] IMPLICIT OCTET STRING, constructed
+    )
+    return head
+
+
+class EnvelopeWriter(Writer):
+    """Encrypts what is written into a BER ContentInfo: AuthEnvelopedData (AES-GCM, the tag
+    written by :meth:`finalize` as ``mac``) or EnvelopedData (AES-CBC, padded at the end).
+
+    Build it with :meth:`for_recipients`; write the MIME entity to protect; finalize.
+    """
+
+    def __init__(self, inner: Sink, plan: EnvelopePlan) -> None:
+        super().__init__(inner)
+        self._plan = plan
+        self._padder = None if plan.cipher.authenticated else padding.PKCS7(128).padder()
+        mode = modes.GCM(plan.iv) if plan.cipher.authenticated else modes.CBC(plan.iv)
+        self._cipher = Cipher(algorithms.AES(plan.key), mode).encryptor()
+        self._buffer = bytearray(CHUNK + 16)
+        inner.write(_envelope_head(plan))
+
+    @classmethod
+    def for_recipients(
+        cls, inner: Sink, recipients: Sequence[EnvelopeRecipient], cipher: ContentCipher
+    ) -> EnvelopeWriter:
+        return cls(inner, plan_envelope(recipients, cipher))
+
+    def _segment(self, ciphertext: bytes | memoryview) -> None:
+        if ciphertext:
+            self._inner.write(octet_string_header(len(ciphertext)))
+            self._inner.write(ciphertext)
+
+    def _write(self, data: Data) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            piece = view[start : start + CHUNK]
+            if self._padder is not None:
+                piece = memoryview(self._padder.update(piece))
+            written = self._cipher.update_into(piece, self._buffer)
+            self._segment(memoryview(self._buffer)[:written])
+
+    def _finish(self) -> None:
+        if self._padder is not None:
+            self._segment(self._cipher.update(self._padder.finalize()))
+        self._segment(self._cipher.finalize())
+        tail = _END + _END  # encryptedContent, EncryptedContentInfo
+        if self._plan.cipher.authenticated:
+            tag = getattr(self._cipher, "tag")  # noqa: B009 (GCM contexts only)
+            assert len(tag) == GCM_TAG_SIZE
+            tail += core.OctetString(tag).dump()  # mac
+        self._inner.write(tail + _END + _END + _END)  # (Auth)EnvelopedData, [0], ContentInfo

@@ -1,0 +1,135 @@
+"""MIME written as a stream: multipart bodies whose parts are added one at a time.
+
+A streamed attachment is never held in memory: it is read from its file in chunks and
+base64-encoded on the way out. Boundaries are random and contain ``_``, which base64 text
+cannot, so a streamed part can never contain its own boundary; parts given as bytes are
+checked.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from collections.abc import Iterable
+from email.message import EmailMessage
+from pathlib import Path
+
+from .. import wire
+from ..errors import AlreadyFinalized, InputError, MalformedMessageError
+from ..headers import sanitize_filename
+from .base import CHUNK, Data, Sink, Source, Writer
+from .encoding import Base64Writer
+
+__all__ = ["MultipartWriter", "PartSink", "StreamedAttachment", "copy_into"]
+
+
+class PartSink:
+    """Writes into a multipart body without ever finalizing it (a part ends, the multipart
+    goes on)."""
+
+    def __init__(self, inner: Sink) -> None:
+        self._inner = inner
+
+    def write(self, data: Data) -> int:
+        self._inner.write(data)
+        return len(data)
+
+
+def copy_into(writer: Sink, source: Source, *, chunk: int = 16 * CHUNK) -> int:
+    """Copy ``source`` into ``writer`` in chunks through one reused buffer; bytes copied."""
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    total = 0
+    while True:
+        count = source.readinto(buffer)
+        if not count:
+            return total
+        writer.write(view[:count])
+        total += count
+
+
+class StreamedAttachment:
+    """A file sent as an attachment without being read into memory."""
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Source,
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
+            if not path.is_file():
+                raise InputError(f"attachment {path} is not a readable file")
+            self._path: Path | None = path
+            self._file: Source | None = None
+            default_name = path.name
+        else:
+            self._path, self._file = None, source
+            default_name = getattr(source, "name", None) or "attachment"
+        self.filename = sanitize_filename(filename or os.path.basename(str(default_name)))
+        guessed, _ = mimetypes.guess_type(self.filename)
+        self.content_type = content_type or guessed or "application/octet-stream"
+
+    def header_fields(self) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", self.content_type),
+            ("Content-Transfer-Encoding", "base64"),
+            ("Content-Disposition", _disposition(self.filename)),
+        ]
+
+    def write_base64(self, sink: Sink) -> int:
+        """Base64 of the file into ``sink``; the number of file bytes read."""
+        encoder = Base64Writer(PartSink(sink))
+        if self._path is not None:
+            with self._path.open("rb") as source:
+                count = copy_into(encoder, source)
+        else:
+            assert self._file is not None
+            count = copy_into(encoder, self._file)
+        encoder.finalize()
+        return count
+
+
+def _disposition(filename: str) -> str:
+    """``attachment; filename=...`` with RFC 2231 encoding where the name needs it."""
+    message = EmailMessage(policy=wire.PARSE_POLICY)
+    message["Content-Disposition"] = "attachment"
+    message.set_param("filename", filename, header="Content-Disposition")
+    return str(message["Content-Disposition"])
+
+
+class MultipartWriter(Writer):
+    """The body of a multipart entity, part by part; :meth:`finalize` writes the close
+    delimiter (and finalizes the layer below)."""
+
+    def __init__(self, inner: Sink, boundary: str) -> None:
+        super().__init__(inner)
+        self.boundary = boundary
+        self._delimiter = b"\r\n--" + boundary.encode("ascii")
+
+    def add_entity(self, entity: bytes) -> None:
+        """A complete part, headers and body, as bytes (checked not to hold the boundary)."""
+        if self._delimiter[2:] in entity:
+            raise MalformedMessageError("a part contains the multipart boundary")
+        self._begin()
+        self._inner.write(entity)
+
+    def add_attachment(self, attachment: StreamedAttachment) -> int:
+        """A streamed attachment part; the number of file bytes it held."""
+        self._begin(attachment.header_fields())
+        return attachment.write_base64(self._inner)
+
+    def _begin(self, fields: Iterable[tuple[str, str]] | None = None) -> None:
+        if self.finalized:
+            raise AlreadyFinalized(type(self).__name__)
+        self._inner.write(self._delimiter + b"\r\n")
+        if fields is not None:
+            self._inner.write(b"".join(wire.fold_field(n, v) for n, v in fields) + b"\r\n")
+
+    def _write(self, data: Data) -> None:
+        raise InputError("write parts with add_entity() or add_attachment()")
+
+    def _finish(self) -> None:
+        self._inner.write(self._delimiter + b"--\r\n")
