@@ -169,7 +169,7 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
             raise _UsageError("--secret-key (or --gnupg-home) is required with --pgp")
         result = pgp_decrypt(
             message,
-            keys=args.secret_key or (),
+            keys=[*(args.secret_key or ()), *(args.signer_key or ())],
             passphrase=_password(args),
             gnupg=_pgp_engine(args),
             policy=_policy(args),
@@ -180,6 +180,14 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
         _need(args, "--key", "for S/MIME decryption")
         result = decrypt(message, _identity(args), policy=_policy(args))
     _write_output(args.output, result.data)
+    if result.signature is not None:
+        # A signature made with the encryption (OpenPGP's combined form) has no layer of its
+        # own left in the output for `verify` to check: report it here.
+        signature = result.signature
+        if signature.verified:
+            _note(f"verified: signed by {signature.signer} (key {signature.fingerprint})")
+        else:
+            _note(f"signature NOT verified ({signature.status.value}): {signature.reason}")
     if not result.authenticated:
         _note(
             f"warning: {result.content_cipher} has no integrity protection; "
@@ -323,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     _format(p)
     _key_options(p)
     _pgp_options(p, secret=True)
+    p.add_argument(
+        "--signer-key", action="append", metavar="ASC",
+        help="PGP public key of a signer (for a signature made with the encryption)",
+    )  # fmt: skip
     p.add_argument("--require-authenticated", action="store_true", help="refuse CBC content")
     _io(p)
     p.set_defaults(func=_cmd_decrypt)

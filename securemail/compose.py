@@ -50,6 +50,7 @@ __all__ = [
     "Message",
     "MessageBuilder",
     "SourceData",
+    "envelope_bcc",
     "envelope_recipients",
     "envelope_sender",
     "register_source",
@@ -107,6 +108,15 @@ def envelope_recipients(message: EmailMessage) -> tuple[str, ...]:
         local, _, domain = spec.rpartition("@")
         unique.setdefault(f"{local}@{domain.lower()}", spec)
     return tuple(unique.values())
+
+
+def envelope_bcc(message: EmailMessage) -> tuple[str, ...]:
+    """The blind-copy recipients: a Bcc header (of a message built elsewhere) and
+    :attr:`Message.bcc`."""
+    specs = [a.addr_spec for a in _header_addresses(message, "Bcc")]
+    if isinstance(message, Message):
+        specs += message.bcc
+    return tuple(dict.fromkeys(specs))
 
 
 def envelope_sender(message: EmailMessage) -> str:

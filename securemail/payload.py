@@ -21,7 +21,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage, Message
 
 from . import wire
-from .compose import envelope_recipients, envelope_sender
+from .compose import envelope_bcc, envelope_recipients, envelope_sender
 from .errors import MalformedMessageError, SizeLimitExceeded
 from .headers import check_header_value, check_message_headers, verify_header_names
 from .legacydisplay import add_legacy_display, strip_legacy_display
@@ -84,6 +84,8 @@ class Prepared:
     entity: bytes
     mail_from: str | None
     recipients: tuple[str, ...]
+    bcc: tuple[str, ...] = ()
+    """The blind-copy recipients among ``recipients``: no other recipient may learn of them."""
 
 
 def _is_content_field(name: str) -> bool:
@@ -174,6 +176,7 @@ def _prepare_message(message: EmailMessage, policy: Policy, encrypting: bool) ->
         entity=entity_bytes,
         mail_from=envelope_sender(message),
         recipients=envelope_recipients(message),
+        bcc=envelope_bcc(message),
     )
 
 
@@ -198,6 +201,7 @@ def prepare_headers(header_block: bytes, policy: Policy, *, encrypting: bool) ->
         entity=fields + wire.CRLF,
         mail_from=envelope_sender(message),
         recipients=envelope_recipients(message),
+        bcc=envelope_bcc(message),
     )
 
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
+import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -23,6 +27,16 @@ from asn1crypto import cms
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from pgp.keys import (
+    PASSPHRASE,
+    GpgCli,
+    KeySet,
+    PgpKey,
+    armor,
+    dearmor,
+    pgp_mime_encrypted,
+    shared_keyset,
+)
 
 from securemail.demo import throwaway_identity
 from securemail.inbound import iter_attachments
@@ -586,3 +600,306 @@ def test_verify_cert_option_reads_every_certificate_of_a_bundle(work: Workdir) -
     signed = ok(work.path, "sign --key alice-sub.key --cert alice-sub.pem -i plain.eml")
     result = run(work.path, "verify --trust root.pem --cert bundle.pem", signed)
     assert result.returncode == 0, result.stderr
+
+
+# --- PGP/MIME (--pgp) -----------------------------------------------------------------------------
+#
+# The same commands with OpenPGP keys (made with the gpg binary, see tests/pgp/keys.py) as
+# ASCII-armored files, or in a GnuPG home named with --gnupg-home. Alice (Ed25519/Cv25519)
+# signs, Bob (RSA-3072) and Carol (RSA-2048) receive, Dave's key has a passphrase.
+
+PGP_COMPOSE = (
+    "compose --from 'Alice <alice@example.org>' --to 'Bob <bob@example.org>' "
+    "--subject 'Q3 figures' --text-file body.txt"
+)
+PGP_SIGN = "sign --pgp --secret-key alice.asc"
+PGP_ENCRYPT_TO_BOB = "encrypt --pgp --recipient-key bob.pub.asc"
+PGP_DECRYPT_AS_BOB = "decrypt --pgp --secret-key bob.asc"
+PGP_VERIFY = "verify --pgp --key alice.pub.asc"
+HOME = "--gnupg-home gnupg-home"
+
+
+@dataclasses.dataclass(frozen=True)
+class PgpWorkdir:
+    """Key files (``NAME.asc`` secret, ``NAME.pub.asc`` public), a GnuPG home
+    ``gnupg-home`` holding Alice's and Bob's secret keys and Carol's public key, and the
+    messages made by :func:`pgp_work`."""
+
+    path: Path
+    keys: KeySet
+
+    def read(self, name: str) -> bytes:
+        return (self.path / name).read_bytes()
+
+    def verified_by(self, key: PgpKey) -> str:
+        return f"securemail: verified: signed by {key.email} (key {key.fingerprint})\n"
+
+
+@pytest.fixture(scope="module")
+def pgp_work(gpg_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgpWorkdir]:
+    keys = shared_keyset(gpg_bin, lambda: tmp_path_factory.mktemp("pgp-keys"))
+    path = tmp_path_factory.mktemp("cli-pgp")
+    for key in (keys.alice, keys.bob, keys.carol, keys.dave, keys.expired, keys.revoked):
+        (path / f"{key.label}.asc").write_bytes(key.secret)
+        (path / f"{key.label}.pub.asc").write_bytes(key.public)
+    (path / "dave.pass").write_text(PASSPHRASE + "\n")
+    (path / "wrong.pass").write_text("incorrect\n")
+    (path / "body.txt").write_text(TEXT, encoding="utf-8")
+    (path / "garbage.asc").write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot a key\n")
+    home = GpgCli(gpg_bin, path / "gnupg-home")
+    home.add(keys.alice.secret, keys.bob.secret, keys.carol.public)
+    work = PgpWorkdir(path, keys)
+    try:
+        ok(path, f"{PGP_COMPOSE} -o plain.eml")
+        ok(path, f"{PGP_SIGN} -i plain.eml -o signed.eml")
+        ok(path, f"{PGP_ENCRYPT_TO_BOB} -i plain.eml -o encrypted.eml")
+        ok(path, "sign --pgp --secret-key bob.asc -i plain.eml -o signed-by-bob.eml")
+        signed = work.read("signed.eml")
+        assert signed.count(b"\r\nHello Bob,\r\n") == 1
+        (path / "tampered.eml").write_bytes(signed.replace(b"\r\nHello Bob,", b"\r\nHello Eve,"))
+        encrypted = work.read("encrypted.eml")
+        armored = encrypted[encrypted.index(b"-----BEGIN PGP MESSAGE-----") :]
+        armored = armored[: armored.index(b"-----END PGP MESSAGE-----\r\n") + 27]
+        binary = bytearray(dearmor(armored))
+        binary[len(binary) // 2] ^= 0x01
+        (path / "flipped.eml").write_bytes(encrypted.replace(armored, armor(bytes(binary))))
+        yield work
+    finally:
+        home.stop()
+
+
+def test_pgp_compose_sign_encrypt_decrypt_verify_through_pipes(pgp_work: PgpWorkdir) -> None:
+    piped = pipeline(
+        pgp_work.path,
+        f"{PGP_COMPOSE} --attach body.txt",
+        PGP_SIGN,
+        PGP_ENCRYPT_TO_BOB,
+        PGP_DECRYPT_AS_BOB,
+        PGP_VERIFY,
+    )
+    assert piped.returncodes == (0, 0, 0, 0, 0), piped.stderr
+    assert piped.stderr[:4] == ("", "", "", "")
+    assert piped.stderr[-1] == pgp_work.verified_by(pgp_work.keys.alice)
+    message = parse(piped.stdout)
+    assert message["Subject"] == "Q3 figures"  # "..." while encrypted, restored
+    assert message["From"] == "Alice <alice@example.org>"
+    assert text_of(message) == TEXT
+    [attachment] = iter_attachments(message)
+    assert attachment.data == TEXT.encode()
+
+
+def test_pgp_encrypt_and_decrypt(pgp_work: PgpWorkdir) -> None:
+    encrypted = parse(pgp_work.read("encrypted.eml"))
+    assert encrypted.get_content_type() == "multipart/encrypted"
+    assert encrypted.get_param("protocol") == "application/pgp-encrypted"
+    assert encrypted["Subject"] == "..."
+    original = parse(pgp_work.read("plain.eml"))
+    for field in ("From", "To", "Date", "Message-ID"):
+        assert encrypted[field] == original[field], field
+    assert b"Hello Bob" not in pgp_work.read("encrypted.eml")
+
+    decrypted = parse(ok(pgp_work.path, f"{PGP_DECRYPT_AS_BOB} -i encrypted.eml"))
+    assert decrypted["Subject"] == "Q3 figures"
+    assert text_of(decrypted) == TEXT
+
+
+def test_pgp_several_recipients_each_decrypt(pgp_work: PgpWorkdir) -> None:
+    out = ok(
+        pgp_work.path,
+        "encrypt --pgp --recipient-key bob.pub.asc --recipient-key carol.pub.asc -i plain.eml",
+    )
+    for reader in ("bob", "carol"):
+        decrypted = ok(pgp_work.path, f"decrypt --pgp --secret-key {reader}.asc", out)
+        assert text_of(parse(decrypted)) == TEXT
+    result = run(pgp_work.path, "decrypt --pgp --secret-key alice.asc", out)
+    assert_one_line_failure(result, "the secret key of none of them is available")
+
+
+def test_pgp_encrypt_with_a_secret_key_signs_and_encrypts(pgp_work: PgpWorkdir) -> None:
+    out = ok(pgp_work.path, f"{PGP_ENCRYPT_TO_BOB} --secret-key alice.asc -i plain.eml")
+    decrypted = ok(pgp_work.path, PGP_DECRYPT_AS_BOB, out)
+    assert parse(decrypted).get_content_type() == "multipart/signed"  # RFC 3156 6.1
+    result = run(pgp_work.path, PGP_VERIFY, decrypted)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.decode() == pgp_work.verified_by(pgp_work.keys.alice)
+    assert parse(result.stdout)["Subject"] == "Q3 figures"
+    # Alice can read her sent copy (encrypt-to-self).
+    ok(pgp_work.path, "decrypt --pgp --secret-key alice.asc", out)
+
+
+def test_pgp_verify_prints_the_signer_and_writes_the_message(pgp_work: PgpWorkdir) -> None:
+    result = run(pgp_work.path, f"{PGP_VERIFY} -i signed.eml")
+    assert result.returncode == 0
+    assert result.stderr.decode() == pgp_work.verified_by(pgp_work.keys.alice)
+    message = parse(result.stdout)
+    assert message.get_content_type() == "text/plain"  # the signature layer is gone
+    assert text_of(message) == TEXT
+    ok(pgp_work.path, f"{PGP_VERIFY} -i signed.eml -o verified.eml")
+    assert pgp_work.read("verified.eml") == result.stdout
+
+
+def test_pgp_passphrase_file(pgp_work: PgpWorkdir) -> None:
+    plain = ok(pgp_work.path, "compose --from dave@example.org --to dave@example.org --text Hi")
+    signed = ok(
+        pgp_work.path, "sign --pgp --secret-key dave.asc --passphrase-file dave.pass", plain
+    )
+    result = run(pgp_work.path, "verify --pgp --key dave.pub.asc", signed)
+    assert result.stderr.decode() == pgp_work.verified_by(pgp_work.keys.dave)
+    encrypted = ok(pgp_work.path, "encrypt --pgp --recipient-key dave.pub.asc", plain)
+    decrypted = ok(
+        pgp_work.path, "decrypt --pgp --secret-key dave.asc --passphrase-file dave.pass", encrypted
+    )
+    assert text_of(parse(decrypted)) == "Hi\n"
+    for command in (
+        "decrypt --pgp --secret-key dave.asc --passphrase-file wrong.pass",
+        "decrypt --pgp --secret-key dave.asc",
+    ):
+        failed = run(pgp_work.path, command, encrypted)
+        assert_one_line_failure(failed, "dave@example.org: wrong or missing password")
+        assert failed.stdout == b""
+    failed = run(
+        pgp_work.path, "sign --pgp --secret-key dave.asc --passphrase-file wrong.pass", plain
+    )
+    assert_one_line_failure(failed, "dave@example.org: wrong or missing password")
+
+
+def test_pgp_gnupg_home_instead_of_key_files(pgp_work: PgpWorkdir) -> None:
+    keyring = pgp_work.read("gnupg-home/pubring.kbx")
+    piped = pipeline(
+        pgp_work.path,
+        PGP_COMPOSE,
+        f"sign --pgp {HOME}",  # the key for From
+        f"encrypt --pgp {HOME}",  # to the message's To (Bob), found in the home
+        f"decrypt --pgp {HOME}",
+        f"verify --pgp {HOME}",
+    )
+    assert piped.returncodes == (0, 0, 0, 0, 0), piped.stderr
+    assert piped.stderr[-1] == pgp_work.verified_by(pgp_work.keys.alice)
+    assert parse(piped.stdout)["Subject"] == "Q3 figures"
+    # --recipient names a key in the home; --signer picks the signing key.
+    out = ok(
+        pgp_work.path,
+        f"encrypt --pgp {HOME} --recipient carol@example.org --signer alice@example.org "
+        "-i plain.eml",
+    )
+    assert text_of(parse(ok(pgp_work.path, "decrypt --pgp --secret-key carol.asc", out))) == TEXT
+    # The home was used, not changed.
+    assert (pgp_work.path / "gnupg-home").is_dir()
+    assert pgp_work.read("gnupg-home/pubring.kbx") == keyring
+
+
+def test_pgp_private_homes_are_removed(pgp_work: PgpWorkdir) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="sm-cli-"))  # short: gpg-agent's socket is inside
+    try:
+        for command in (f"{PGP_SIGN} -i plain.eml", f"{PGP_DECRYPT_AS_BOB} -i encrypted.eml"):
+            done = subprocess.run(
+                [*PYTHON_M, "securemail", *shlex.split(command)],
+                cwd=pgp_work.path,
+                env={**os.environ, "TMPDIR": str(scratch)},
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            assert list(scratch.iterdir()) == []
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+PGP_FAILURES = {
+    "wrong-key-for-decrypt": (
+        "decrypt --pgp --secret-key carol.asc -i encrypted.eml",
+        "the secret key of none of them is available",
+    ),
+    "public-key-for-decrypt": (
+        "decrypt --pgp --secret-key bob.pub.asc -i encrypted.eml",
+        "the secret key of none of them is available",
+    ),
+    "expired-recipient-key": (
+        "encrypt --pgp --recipient-key expired.pub.asc -i plain.eml",
+        "cannot encrypt to expired@example.org: the key",
+    ),
+    "one-revoked-recipient-of-two": (
+        f"{PGP_ENCRYPT_TO_BOB} --recipient-key revoked.pub.asc -i plain.eml",
+        "cannot encrypt to revoked@example.org: the key",
+    ),
+    "tampered-message": (f"{PGP_VERIFY} -i tampered.eml", "NOT verified (failed): bad signature"),
+    "signer-is-not-the-sender": (
+        "verify --pgp --key bob.pub.asc -i signed-by-bob.eml",
+        "NOT verified (failed): the message is from alice@example.org but was signed by bob",
+    ),
+    "unknown-signer": (
+        "verify --pgp --key bob.pub.asc -i signed.eml",
+        "NOT verified (not-checked)",
+    ),
+    "unsigned-message": (f"{PGP_VERIFY} -i plain.eml", "NOT verified (not-checked)"),
+    "flipped-ciphertext": (f"{PGP_DECRYPT_AS_BOB} -i flipped.eml", "integrity check failed"),
+    "decrypt-a-signed-message": (f"{PGP_DECRYPT_AS_BOB} -i signed.eml", "not PGP/MIME"),
+    "garbage-key-file": ("encrypt --pgp --recipient-key garbage.asc -i plain.eml", "garbage.asc"),
+    "missing-key-file": (
+        "decrypt --pgp --secret-key missing.asc -i encrypted.eml",
+        "missing.asc",
+    ),
+    "missing-gnupg-home": ("verify --pgp --gnupg-home no-such-dir -i signed.eml", "no-such-dir"),
+}
+
+
+@pytest.mark.parametrize(("command", "says"), PGP_FAILURES.values(), ids=PGP_FAILURES.keys())
+def test_pgp_failure_is_one_line_and_non_zero(
+    pgp_work: PgpWorkdir, command: str, says: str
+) -> None:
+    result = run(pgp_work.path, command)
+    assert_one_line_failure(result, says)
+    assert result.stdout == b""  # verify too: nothing unverified is passed on
+
+
+PGP_USAGE_ERRORS = {
+    "decrypt-without-secret-key": ("decrypt --pgp -i encrypted.eml", "--secret-key"),
+    "sign-without-secret-key": ("sign --pgp -i plain.eml", "--secret-key"),
+    "encrypt-without-recipient-key": ("encrypt --pgp -i plain.eml", "--recipient-key"),
+    "verify-without-key": ("verify --pgp -i signed.eml", "--key"),
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "says"), PGP_USAGE_ERRORS.values(), ids=PGP_USAGE_ERRORS.keys()
+)
+def test_pgp_usage_error_is_one_line_with_exit_2(
+    pgp_work: PgpWorkdir, command: str, says: str
+) -> None:
+    result = run(pgp_work.path, command)
+    assert_one_line_failure(result, says, code=2)
+    assert result.stdout == b""
+
+
+def test_pgp_digest_option(pgp_work: PgpWorkdir) -> None:
+    out = ok(pgp_work.path, f"{PGP_SIGN} --digest sha512 -i plain.eml")
+    assert parse(out).get_param("micalg") == "pgp-sha512"
+    assert run(pgp_work.path, PGP_VERIFY, out).returncode == 0
+
+
+def test_pgp_decrypt_reports_a_signature_made_with_the_encryption(
+    pgp_work: PgpWorkdir, gpg_bin: str
+) -> None:
+    """A message signed and encrypted in one OpenPGP message (RFC 3156 6.2, what ``gpg --sign
+    --encrypt`` and many clients send) carries its signature inside the encryption; the
+    decrypted output has no signature layer left for ``verify --pgp``, so ``decrypt``
+    reports the verdict on stderr (the signer's key given with ``--signer-key``)."""
+    keys = pgp_work.keys
+    tool = GpgCli(gpg_bin, pgp_work.path / "combined-home")
+    try:
+        tool.add(keys.alice.secret, keys.bob.public)
+        entity = b"Content-Type: text/plain\r\n\r\nSigned inside the encryption.\r\n"
+        armored = tool.run(
+            "--armor", "-u", keys.alice.fingerprint, "-r", keys.bob.fingerprint,
+            "--sign", "--encrypt", stdin=entity,
+        ).stdout  # fmt: skip
+    finally:
+        tool.stop()
+    message = pgp_mime_encrypted(
+        armored, [("From", "alice@example.org"), ("To", "bob@example.org")]
+    )
+    result = run(pgp_work.path, f"{PGP_DECRYPT_AS_BOB} --signer-key alice.pub.asc", message)
+    assert result.returncode == 0, result.stderr
+    assert b"Signed inside the encryption." in result.stdout
+    assert "signed by alice@example.org" in result.stderr.decode()

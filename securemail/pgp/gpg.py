@@ -327,10 +327,11 @@ class KeyInfo:
         return any(k.fingerprint == wanted for k in self.keys)
 
     def has_email(self, address: str) -> bool:
-        """Exact match on a non-revoked user ID's addr-spec; the domain ignores case."""
-        wanted = _address_key(address)
+        """A non-revoked user ID with this addr-spec, compared without case (as From is
+        compared with a signer's addresses, and as S/MIME compares certificates)."""
+        wanted = address.strip().casefold()
         return any(
-            uid.email is not None and not uid.revoked and _address_key(uid.email) == wanted
+            uid.email is not None and not uid.revoked and uid.email.casefold() == wanted
             for uid in self.user_ids
         )
 
@@ -728,13 +729,6 @@ def _uid_email(text: str) -> str | None:
     return stripped if _ADDRESS.fullmatch(stripped) else None
 
 
-def _address_key(address: str) -> str:
-    """Comparison form: the local part as it is (RFC 5321 lets it be case-sensitive), the
-    domain in lower case."""
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{domain.lower()}"
-
-
 # --- key listings -------------------------------------------------------------------------------
 
 
@@ -842,6 +836,16 @@ def _build_keys(public: bytes, secret: bytes) -> tuple[KeyInfo, ...]:
 
 
 # --- finding gpg --------------------------------------------------------------------------------
+
+
+_SOCKET_PATH_ROOM = 60
+"""gpg-agent's socket lives in the home, and a Unix socket path has room for 107 bytes."""
+
+
+def _short_tempdir() -> str | None:
+    """Where private homes go: the usual temporary directory, unless its path is too long
+    for the agent's socket inside a home (then /tmp, which every Unix has)."""
+    return None if len(tempfile.gettempdir()) <= _SOCKET_PATH_ROOM else "/tmp"  # noqa: S108
 
 
 def find_gpg(gpg: str | os.PathLike[str] | None = None) -> str:
@@ -1008,7 +1012,7 @@ class GnuPG:
             self._home = path.resolve()
             self._private = False
         else:
-            self._home = Path(tempfile.mkdtemp(prefix="securemail-gnupg-"))
+            self._home = Path(tempfile.mkdtemp(prefix="sm-gnupg-", dir=_short_tempdir()))
             self._private = True
         self._scratch = Path(tempfile.mkdtemp(prefix="securemail-gpgio-"))
         self._timeout = timeout
@@ -1249,6 +1253,7 @@ class GnuPG:
         digest: DigestAlgorithm = DigestAlgorithm.SHA256,
         armor: bool = True,
         hide_recipients: bool = False,
+        hidden: Sequence[str | KeyInfo] = (),
         compress: bool = False,
     ) -> Encrypted:
         """Encrypt ``data`` to every recipient (fail-closed: one unusable recipient refuses
@@ -1259,22 +1264,28 @@ class GnuPG:
         MIME bodies are mostly base64 of already-compressed files, it costs time on large
         messages, and compressing before encrypting leaks information through the length.
         Key IDs stay in the message unless ``hide_recipients`` (``--throw-keyids``), which
-        makes every recipient try all of its secret keys.
+        makes every recipient try all of its secret keys; ``hidden`` recipients (Bcc) are
+        added with ``--hidden-recipient``, so the others cannot tell they received it.
         """
         secret = _passphrase(passphrase)
-        if isinstance(recipients, str | KeyInfo):
+        if isinstance(recipients, str | KeyInfo) or isinstance(hidden, str | KeyInfo):
             raise InputError("recipients must be a sequence of addresses, fingerprints or keys")
-        if not recipients:
+        if not recipients and not hidden:
             raise InputError("at least one recipient is needed")
         keys = self.list_keys()
         chosen: dict[str, KeyInfo] = {}
         names: dict[str, str] = {}
-        for recipient in recipients:
+        concealed: set[str] = set()
+        for recipient in [*recipients, *hidden]:
             key = self._choose(recipient, keys, purpose="encrypt")
             chosen.setdefault(key.fingerprint, key)
             names.setdefault(
                 key.fingerprint, recipient.name if isinstance(recipient, KeyInfo) else recipient
             )
+        for recipient in hidden:
+            concealed.add(self._choose(recipient, keys, purpose="encrypt").fingerprint)
+        # A key named openly and as Bcc is open: the others already know it.
+        concealed -= {self._choose(r, keys, purpose="encrypt").fingerprint for r in recipients}
         signer = self._choose(sign_with, keys, purpose="sign") if sign_with is not None else None
         signer_name = _display(sign_with) if sign_with is not None else ""
         args = ["--encrypt", "--force-mdc"]
@@ -1284,7 +1295,8 @@ class GnuPG:
         if not compress:
             args += ["--compress-algo", "none"]
         for fingerprint in chosen:
-            args += ["--recipient", fingerprint]
+            option = "--hidden-recipient" if fingerprint in concealed else "--recipient"
+            args += [option, fingerprint]
         if signer is not None:
             args += ["--sign", "--local-user", signer.fingerprint]
             args += ["--digest-algo", _DIGEST_OPTION[DigestAlgorithm(digest)]]

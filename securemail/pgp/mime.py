@@ -13,6 +13,7 @@ carries the From address.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import dataclasses
 import re
@@ -184,7 +185,8 @@ def encrypt(
                 chosen.append(own)
             fields, body = _sign_entity(engine, entity, own, passphrase, policy)
             entity = b"".join(wire.fold_field(n, v) for n, v in fields) + _CRLF + body
-        encrypted = engine.encrypt(entity, _unique(chosen))
+        visible, hidden = _split_blind(_unique(chosen), prepared)
+        encrypted = engine.encrypt(entity, visible, hidden=hidden)
     encrypted_part = (
         b'Content-Type: application/octet-stream; name="encrypted.asc"\r\n'
         b"Content-Description: OpenPGP encrypted message\r\n"
@@ -197,6 +199,22 @@ def encrypt(
     )
     data = payload.assemble(prepared, [("Content-Type", content_type)], body)
     return ProtectedMessage(data, prepared.mail_from, prepared.recipients)
+
+
+def _split_blind(
+    keys: Sequence[KeyInfo], prepared: payload.Prepared
+) -> tuple[list[KeyInfo], list[KeyInfo]]:
+    """(recipients named in the message, Bcc recipients). A Bcc recipient's key ID would
+    tell the others who else can read the message, so it goes in as a hidden recipient;
+    a key that is also an open recipient's stays open."""
+    blind = {a.casefold() for a in prepared.bcc}
+    seen = {a.casefold() for a in prepared.recipients} - blind
+    hidden = [
+        k for k in keys
+        if any(e.casefold() in blind for e in k.emails)
+        and not any(e.casefold() in seen for e in k.emails)
+    ]  # fmt: skip
+    return [k for k in keys if k not in hidden], hidden
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -226,6 +244,24 @@ def _inline_block(
         return None
     outside = (text[: found.start()] + text[found.end() :]).strip()
     return _clean_armor(found.group(0)), bool(outside)
+
+
+_SIGNED_PACKETS = frozenset({2, 4, 8, 11})  # signature, one-pass signature, compressed, literal
+
+
+def _signed_only(block: bytes) -> bool:
+    """Is an armored ``PGP MESSAGE`` signed (or just wrapped) rather than encrypted? Read
+    from the first packet's tag: encrypted messages start with a session key packet."""
+    lines = block.split(b"\n")[1:]
+    while lines and lines[0].strip():  # armor headers
+        lines = lines[1:]
+    data = b"".join(line.strip() for line in lines[1:4] if not line.startswith(b"="))
+    try:
+        first = binascii.a2b_base64(data[:4])[0]
+    except (binascii.Error, IndexError):
+        return False
+    tag = first & 0x3F if first & 0x40 else (first >> 2) & 0x0F
+    return tag in _SIGNED_PACKETS
 
 
 _BLANKISH_LINE = re.compile(rb"(?m)^(?:[ \t]|\xc2\xa0|\xa0)+(?=\r?$)")
@@ -318,6 +354,8 @@ def decrypt(
         ciphertext = _encrypted_payload(outer)
     elif mangled is not None:
         ciphertext = mangled
+    elif inline is not None and _signed_only(inline[0]):
+        raise MalformedMessageError("the message is OpenPGP signed, not encrypted: verify it")
     elif inline is not None and not inline[1]:
         ciphertext = inline[0]
     elif inline is not None or _encrypted_parts(outer):
@@ -436,6 +474,9 @@ def verify(
         if _is_signed(outer):
             return _verify_multipart(engine, outer, outer, policy, whole=True)
         clearsigned = _inline_block(outer, _CLEARSIGNED)
+        armored = _inline_block(outer, _ARMORED_MESSAGE)
+        if clearsigned is None and armored is not None and _signed_only(armored[0]):
+            clearsigned = armored  # an inline-signed (one-pass) message: verified the same way
         if clearsigned is not None:
             checked = engine.verify_inline(
                 clearsigned[0],
@@ -511,17 +552,22 @@ def read(
     with _engine(gnupg, keys, policy) as (engine, _):
         for _ in range(MAX_LAYERS):
             entity = wire.entity(data)
+            armored = _inline_block(entity, _ARMORED_MESSAGE)
             if (
                 _is_encrypted(entity)
                 or _mangled_payload(entity) is not None
-                or _inline_block(entity, _ARMORED_MESSAGE)
+                or (armored is not None and not _signed_only(armored[0]))
             ):
                 opened = decrypt(data, passphrase=passphrase, gnupg=engine, policy=policy)
                 layers.append(opened)
                 if opened.signature is not None:
                     layers.append(opened.signature)
                 data = opened.data
-            elif entity.content_type == "multipart/signed" or _inline_block(entity, _CLEARSIGNED):
+            elif (
+                entity.content_type == "multipart/signed"
+                or _inline_block(entity, _CLEARSIGNED)
+                or armored is not None
+            ):
                 checked = verify(data, gnupg=engine, policy=policy)
                 layers.append(checked)
                 if checked.data is None or checked.status is SignatureStatus.PARTIAL:

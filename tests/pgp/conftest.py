@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pgp.keys import KeySet, generate
+from pgp.keys import KeySet, shared_keyset
 
 
 @pytest.fixture(scope="session")
 def keyset(gpg_bin: str, tmp_path_factory: pytest.TempPathFactory) -> KeySet:
-    return generate(gpg_bin, tmp_path_factory.mktemp("pgp-keys"))
+    return shared_keyset(gpg_bin, lambda: tmp_path_factory.mktemp("pgp-keys"))
