@@ -30,6 +30,7 @@ from .results import ProtectedMessage
 
 __all__ = [
     "Prepared",
+    "assemble_header",
     "from_address",
     "is_protected_entity",
     "message_bytes",
@@ -237,16 +238,18 @@ def _prepare_raw(
 
 
 def assemble(prepared: Prepared, content_fields: list[tuple[str, str]], body: bytes) -> bytes:
-    """The outgoing message: outer fields, MIME-Version, new Content-* fields, body.
+    """The outgoing message: outer fields, MIME-Version, new Content-* fields, body."""
+    return assemble_header(prepared, content_fields) + body
 
-    The generated header block is re-parsed and its field names compared with the ones
-    meant (:func:`securemail.headers.verify_header_names`).
-    """
+
+def assemble_header(prepared: Prepared, content_fields: list[tuple[str, str]]) -> bytes:
+    """The outgoing header section (ending with the empty line): outer fields,
+    MIME-Version, new Content-* fields. It is re-parsed and its field names compared with
+    the ones meant (:func:`securemail.headers.verify_header_names`)."""
     fields = [("MIME-Version", "1.0"), *content_fields]
-    header = prepared.outer + b"".join(wire.fold_field(n, v) for n, v in fields)
-    data = header + wire.CRLF + body
-    verify_header_names(data, [*prepared.outer_names, *(n for n, _ in fields)])
-    return data
+    header = prepared.outer + b"".join(wire.fold_field(n, v) for n, v in fields) + wire.CRLF
+    verify_header_names(header, [*prepared.outer_names, *(n for n, _ in fields)])
+    return header
 
 
 # --- inbound ------------------------------------------------------------------------------------

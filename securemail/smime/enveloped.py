@@ -30,7 +30,13 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, keywrap, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import (
+    AEADDecryptionContext,
+    Cipher,
+    CipherContext,
+    algorithms,
+    modes,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
@@ -49,12 +55,14 @@ from . import _asn1
 from .validation import email_addresses
 
 __all__ = [
+    "ContentDecryptor",
     "EnvelopePlan",
     "EnvelopeRecipient",
     "OpenedEnvelope",
     "decrypt_envelope",
     "decrypt_envelope_with_kek",
     "encrypt_envelope",
+    "open_stream",
     "plan_envelope",
 ]
 
@@ -674,3 +682,108 @@ def decrypt_envelope_with_kek(
             raise DecryptionError() from None
 
     return _open(envelope, unwrap, None)
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+class ContentDecryptor:
+    """Decrypts content that arrives in pieces (the streaming reader, RFC 5652 BER).
+
+    ``update`` returns plaintext as it comes (the caller spools it: nothing is trusted before
+    ``finalize``); ``finalize`` checks the GCM tag or the CBC padding. Every failure is the
+    one :class:`DecryptionError`.
+    """
+
+    def __init__(self, chosen: _ContentAlgorithm, oid: str, params: object, key: bytes) -> None:
+        self.name = chosen.name
+        self.authenticated = chosen.authenticated
+        try:
+            if oid in (_asn1.OID_CHACHA20_POLY1305,):
+                raise UnsupportedAlgorithmError(chosen.name, "streaming decryption")
+            if chosen.authenticated:
+                gcm = _asn1.GCMParameters.load(params.dump())  # type: ignore[attr-defined]
+                self._icvlen = gcm["aes_icvlen"].native
+                nonce = gcm["aes_nonce"].native
+                if not 12 <= self._icvlen <= 16 or not nonce:
+                    raise DecryptionError()
+                self._gcm: AEADDecryptionContext | None = Cipher(
+                    algorithms.AES(key), modes.GCM(nonce)
+                ).decryptor()
+                self._context: CipherContext = self._gcm
+                self._unpadder = None
+            else:
+                iv = core.OctetString.load(params.dump()).native  # type: ignore[attr-defined]
+                block: algorithms.AES | TripleDES = (
+                    TripleDES(key) if oid == _asn1.OID_DES_EDE3_CBC else algorithms.AES(key)
+                )
+                if len(iv) != block.block_size // 8:
+                    raise DecryptionError()
+                self._gcm = None
+                self._context = Cipher(block, modes.CBC(iv)).decryptor()
+                self._unpadder = padding.PKCS7(block.block_size).unpadder()
+        except (DecryptionError, UnsupportedAlgorithmError):
+            raise
+        except (ValueError, TypeError, KeyError):
+            raise DecryptionError() from None
+
+    def update(self, ciphertext: bytes | bytearray | memoryview) -> bytes:
+        try:
+            clear = self._context.update(ciphertext)
+            return self._unpadder.update(clear) if self._unpadder is not None else clear
+        except ValueError:
+            raise DecryptionError() from None
+
+    def finalize(self, tag: bytes | None) -> bytes:
+        try:
+            if self._gcm is not None:
+                if tag is None or len(tag) != self._icvlen:
+                    raise DecryptionError()
+                return self._gcm.finalize_with_tag(tag)
+            assert self._unpadder is not None
+            return self._unpadder.update(self._context.finalize()) + self._unpadder.finalize()
+        except (InvalidTag, ValueError):
+            raise DecryptionError() from None
+
+
+def open_stream(
+    recipient_infos: cms.RecipientInfos,
+    algorithm: algos.EncryptionAlgorithm,
+    private_key: PrivateKey,
+    certificate: x509.Certificate,
+    *,
+    authenticated_container: bool,
+    require_authenticated: bool = False,
+) -> ContentDecryptor:
+    """The content key for ``certificate`` unwrapped, ready to decrypt streamed content.
+
+    The same rules as :func:`decrypt_envelope`: the recipient info is chosen by its
+    identifier, the algorithm must suit the container (GCM in AuthEnvelopedData, CBC in
+    EnvelopedData), and failures after that point are one :class:`DecryptionError`.
+    """
+    try:
+        oid = algorithm["algorithm"].dotted
+        params = algorithm["parameters"]
+    except (ValueError, TypeError, KeyError):
+        raise DecryptionError() from None
+    chosen = _CONTENT_ALGORITHMS.get(oid)
+    if chosen is None:
+        raise UnsupportedAlgorithmError(oid, "content encryption")
+    if chosen.authenticated != authenticated_container:
+        raise DecryptionError()
+    if require_authenticated and not chosen.authenticated:
+        raise UnauthenticatedContentError(chosen.name)
+    recipient, kari_key = _find_recipient(recipient_infos, certificate)
+    try:
+        if recipient.name == "ktri":
+            key = _unwrap_ktri(recipient.chosen, private_key, chosen.key_sizes)
+        else:
+            assert kari_key is not None
+            key = _unwrap_kari(recipient.chosen, kari_key, private_key)
+    except (DecryptionError, UnsupportedAlgorithmError):
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        raise DecryptionError() from None
+    if len(key) not in chosen.key_sizes:
+        raise DecryptionError()
+    return ContentDecryptor(chosen, oid, params, key)

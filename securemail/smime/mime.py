@@ -193,6 +193,37 @@ def _as_recipient(value: Recipient | Identity | x509.Certificate) -> Recipient:
     )
 
 
+def plan_recipients(
+    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    *,
+    signer: Identity | None,
+    policy: Policy,
+    trust: Sequence[x509.Certificate] | None,
+    certificates: Sequence[x509.Certificate],
+) -> tuple[ContentCipher, list[enveloped.EnvelopeRecipient]]:
+    """Check every recipient (fail-closed, naming the one that fails) and choose the
+    cipher and each key transport: what :func:`encrypt` and the streaming encryptor share."""
+    wanted = [_as_recipient(r) for r in recipients]
+    if not wanted:
+        raise RecipientError("(none)", "at least one recipient is required")
+    if signer is not None and policy.encrypt_to_self and _can_receive(signer.certificate):
+        # A signing-only certificate (Ed25519, or key usage without encipherment) cannot
+        # receive; the sender then keeps no readable copy, rather than failing to send.
+        wanted.append(Recipient(signer.certificate, capabilities=ANNOUNCED))
+    unique: dict[bytes, Recipient] = {}
+    for r in wanted:
+        unique.setdefault(r.certificate.fingerprint(hashes.SHA256()), r)
+    now = dt.datetime.now(dt.UTC)
+    for r in unique.values():
+        _check_recipient(r, trust, certificates, now)
+    return choose_algorithms(list(unique.values()), policy)
+
+
+def pkcs7_mime_fields(cipher: ContentCipher) -> list[tuple[str, str]]:
+    """The Content-* fields of an encrypted S/MIME message."""
+    return _pkcs7_mime_fields("authEnveloped-data" if cipher.authenticated else "enveloped-data")
+
+
 def encrypt(
     message: MessageInput,
     recipients: Sequence[Recipient | Identity | x509.Certificate],
@@ -209,29 +240,16 @@ def encrypt(
     usage, untrusted when ``trust`` is given, unsupported key), nothing is produced and the
     :class:`RecipientError` names that recipient.
     """
-    wanted = [_as_recipient(r) for r in recipients]
-    if not wanted:
-        raise RecipientError("(none)", "at least one recipient is required")
-    if signer is not None and policy.encrypt_to_self and _can_receive(signer.certificate):
-        # A signing-only certificate (Ed25519, or key usage without encipherment) cannot
-        # receive; the sender then keeps no readable copy, rather than failing to send.
-        wanted.append(Recipient(signer.certificate, capabilities=ANNOUNCED))
-    unique: dict[bytes, Recipient] = {}
-    for r in wanted:
-        unique.setdefault(r.certificate.fingerprint(hashes.SHA256()), r)
-    now = dt.datetime.now(dt.UTC)
-    for r in unique.values():
-        _check_recipient(r, trust, certificates, now)
-    cipher, envelope_recipients = choose_algorithms(list(unique.values()), policy)
-
+    cipher, envelope_recipients = plan_recipients(
+        recipients, signer=signer, policy=policy, trust=trust, certificates=certificates
+    )
     prepared = payload.prepare(message, policy, encrypting=True)
     entity = prepared.entity
     if signer is not None:
         fields, body = _sign_entity(entity, signer, policy, None)
         entity = b"".join(wire.fold_field(n, v) for n, v in fields) + _CRLF + body
     der = enveloped.encrypt_envelope(entity, envelope_recipients, cipher)
-    smime_type = "authEnveloped-data" if cipher.authenticated else "enveloped-data"
-    data = payload.assemble(prepared, _pkcs7_mime_fields(smime_type), wire.base64_body(der))
+    data = payload.assemble(prepared, pkcs7_mime_fields(cipher), wire.base64_body(der))
     return ProtectedMessage(data, prepared.mail_from, prepared.recipients)
 
 

@@ -36,7 +36,7 @@ class Sink(Protocol):
 class Source(Protocol):
     """Anything bytes can be read from into a buffer: a file opened in binary mode."""
 
-    def readinto(self, buffer: bytearray, /) -> int | None: ...
+    def readinto(self, buffer: bytearray | memoryview, /) -> int | None: ...
 
 
 class Writer:

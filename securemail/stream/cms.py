@@ -10,17 +10,22 @@ the tests parse every output back with asn1crypto and OpenSSL.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from asn1crypto import cms, core
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from ..policy import ContentCipher
+from .. import wire
+from ..errors import InputError
+from ..policy import ContentCipher, Policy
 from ..smime.enveloped import GCM_TAG_SIZE, EnvelopePlan, EnvelopeRecipient, plan_envelope
+from ..smime.signed import Signer, sign_digest, signing_digest
 from .base import CHUNK, Data, Sink, Writer
+from .encoding import encode_lines
 
-__all__ = ["EnvelopeWriter", "ber_length", "octet_string_header"]
+__all__ = ["DetachedSignatureWriter", "EnvelopeWriter", "ber_length", "octet_string_header"]
 
 _INDEFINITE_SEQUENCE = b"\x30\x80"
 _INDEFINITE_EXPLICIT_0 = b"\xa0\x80"
@@ -107,3 +112,65 @@ class EnvelopeWriter(Writer):
             assert len(tag) == GCM_TAG_SIZE
             tail += core.OctetString(tag).dump()  # mac
         self._inner.write(tail + _END + _END + _END)  # (Auth)EnvelopedData, [0], ContentInfo
+
+
+class DetachedSignatureWriter(Writer):
+    """A multipart/signed entity written as a stream: what is written is the signed part,
+    sent on unchanged and hashed on the way; :meth:`finalize` signs the digest and writes
+    the signature part (RFC 8551 3.5.3). ``fields_before`` (outer header fields, for a
+    signed message rather than a signed part) precede the Content-Type field.
+
+    The signed part must already be canonical (CRLF, 7-bit): bytes that are not ASCII
+    are refused, since a relay could change them and break the signature.
+    """
+
+    def __init__(
+        self,
+        inner: Sink,
+        signer: Signer,
+        *,
+        policy: Policy,
+        fields_before: bytes = b"",
+    ) -> None:
+        super().__init__(inner)
+        self._signer = signer
+        self._policy = policy
+        self.digest = signing_digest(signer.certificate, policy.digest)
+        self._hash = hashlib.new(self.digest.value)
+        self.boundary = wire.new_boundary()
+        self.content_type = (
+            f'multipart/signed; protocol="application/pkcs7-signature"; '
+            f'micalg={self.digest.micalg}; boundary="{self.boundary}"'
+        )
+        inner.write(
+            fields_before
+            + wire.fold_field("Content-Type", self.content_type)
+            + b"\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n--"
+            + self.boundary.encode("ascii")
+            + b"\r\n"
+        )
+
+    def _write(self, data: Data) -> None:
+        if not (data if isinstance(data, bytes | bytearray) else bytes(data)).isascii():
+            raise InputError("a signed part must be 7-bit; encode 8-bit content first")
+        self._hash.update(data)
+        self._inner.write(data)
+
+    def _finish(self) -> None:
+        der = sign_digest(
+            self._hash.digest(),
+            self._signer,
+            digest=self.digest,
+            rsa_padding=self._policy.rsa_padding,
+            include_chain=self._policy.include_chain,
+        )
+        delimiter = b"\r\n--" + self.boundary.encode("ascii")
+        self._inner.write(
+            delimiter + b'\r\nContent-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+            b"Content-Transfer-Encoding: base64\r\n"
+            b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
+            b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n"
+            + encode_lines(der)
+            + delimiter
+            + b"--\r\n"
+        )

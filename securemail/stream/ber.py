@@ -1,0 +1,183 @@
+"""Reading a streamed CMS envelope: base64 off the wire, then BER one element at a time.
+
+The reader never holds more than a chunk of the encrypted content: the small elements
+(recipient infos, algorithm identifiers, the tag) are read whole and parsed with
+asn1crypto; the encrypted content is handed on segment by segment, whether it is one
+definite-length OCTET STRING (DER) or a constructed one of any nesting (BER, what
+``openssl cms -stream`` and :class:`securemail.stream.cms.EnvelopeWriter` write).
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Iterator
+
+import pybase64
+
+from ..errors import DecryptionError
+from .base import CHUNK, Source
+
+__all__ = ["Base64Source", "BerReader", "Header"]
+
+_MAX_ELEMENT = 16 * 1024 * 1024
+"""The largest element read whole (recipient infos with many recipients, certificates)."""
+
+
+class Base64Source:
+    """The decoded bytes of base64 text read from ``source`` (line breaks and spaces
+    ignored; the text ends at the first character that is not base64)."""
+
+    def __init__(self, source: Source, prefix: bytes = b"") -> None:
+        self._source = source
+        self._text = bytearray(prefix)
+        self._decoded = bytearray()
+        self._raw = bytearray(4 * CHUNK)
+        self._ended = False
+        self.consumed = 0
+
+    def _fill(self) -> None:
+        while not self._decoded and not self._ended:
+            count = self._source.readinto(self._raw)
+            if count:
+                self._text += memoryview(self._raw)[:count]
+            else:
+                self._ended = True
+            text = bytes(self._text).replace(b"\r\n", b"").replace(b"\n", b"")
+            text = text.replace(b" ", b"").replace(b"\t", b"")
+            usable = len(text) - len(text) % 4
+            end = text.find(b"=")
+            if end >= 0:
+                usable = min(usable, end - end % 4 + 4)
+                self._ended = self._ended or usable >= end
+            try:
+                self._decoded += pybase64.b64decode(text[:usable], validate=True)
+            except binascii.Error:
+                raise DecryptionError() from None
+            self._text = bytearray(text[usable:])
+            if self._ended and self._text.strip():
+                break
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        self._fill()
+        count = min(len(buffer), len(self._decoded))
+        buffer[:count] = self._decoded[:count]
+        del self._decoded[:count]
+        self.consumed += count
+        return count
+
+
+class Header:
+    """One BER identifier octet and length: ``length`` is None for indefinite length."""
+
+    __slots__ = ("identifier", "length", "raw")
+
+    def __init__(self, identifier: int, length: int | None, raw: bytes) -> None:
+        self.identifier, self.length, self.raw = identifier, length, raw
+
+    @property
+    def constructed(self) -> bool:
+        return bool(self.identifier & 0x20)
+
+
+class BerReader:
+    """Pulls BER elements from a byte source. Any structural problem (truncation, a
+    length that does not fit, an unexpected tag) is a :class:`DecryptionError`: this
+    reads ciphertext containers, and their failures must all look alike."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._buffer = bytearray()
+        self._chunk = bytearray(4 * CHUNK)
+
+    def _need(self, count: int) -> None:
+        while len(self._buffer) < count:
+            got = self._source.readinto(self._chunk)
+            if not got:
+                raise DecryptionError()
+            self._buffer += memoryview(self._chunk)[:got]
+
+    def _take(self, count: int) -> bytes:
+        self._need(count)
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
+    def header(self) -> Header:
+        first = self._take(1)[0]
+        if first & 0x1F == 0x1F:
+            raise DecryptionError()  # high tag numbers do not occur in CMS envelopes
+        size = self._take(1)[0]
+        raw = bytes([first, size])
+        if size == 0x80:
+            length = None
+        elif size & 0x80:
+            octets = self._take(size & 0x7F)
+            if not octets or len(octets) > 8:
+                raise DecryptionError()
+            raw += octets
+            length = int.from_bytes(octets, "big")
+        else:
+            length = size
+        return Header(first, length, raw)
+
+    def expect(self, *identifiers: int) -> Header:
+        """The next header, which must carry one of ``identifiers`` (whole octets)."""
+        found = self.header()
+        if found.identifier not in identifiers:
+            raise DecryptionError()
+        return found
+
+    def is_end(self) -> bool:
+        """Is the next element an end-of-contents marker (consumed if so)?"""
+        self._need(2)
+        if self._buffer[:2] == b"\x00\x00":
+            del self._buffer[:2]
+            return True
+        return False
+
+    def peek_tag(self) -> int:
+        self._need(1)
+        return self._buffer[0]
+
+    def element(self) -> bytes:
+        """One whole element, header included, as bytes (for asn1crypto to parse)."""
+        found = self.header()
+        if found.length is not None:
+            if found.length > _MAX_ELEMENT:
+                raise DecryptionError()
+            return found.raw + self._take(found.length)
+        parts = [found.raw]
+        while not self.is_end():
+            parts.append(self.element())
+            if sum(len(p) for p in parts) > _MAX_ELEMENT:
+                raise DecryptionError()
+        return b"".join(parts) + b"\x00\x00"
+
+    def octets(self, found: Header) -> Iterator[bytes]:
+        """The content of an OCTET STRING (or an IMPLICIT-tagged one) in pieces."""
+        if not found.constructed:
+            remaining = found.length
+            if remaining is None:
+                raise DecryptionError()
+            while remaining:
+                piece = self._take(min(remaining, 4 * CHUNK))
+                remaining -= len(piece)
+                yield piece
+            return
+        if found.length is None:
+            while not self.is_end():
+                yield from self.octets(self.expect(0x04, 0x24))
+            return
+        end = found.length
+        while end > 0:
+            inner = self.expect(0x04, 0x24)
+            before = len(inner.raw) + (inner.length or 0)
+            yield from self.octets(inner)
+            end -= before
+        if end < 0:
+            raise DecryptionError()
+
+    def skip_end(self, found: Header) -> None:
+        """After the last child of an indefinite-length element, its end-of-contents."""
+        if found.length is None and not self.is_end():
+            raise DecryptionError()

@@ -1,0 +1,405 @@
+"""S/MIME for messages too large to hold in memory.
+
+The recipes here write a protected message straight to a sink (a file, a socket, an SMTP
+DATA writer) and read one from a source, in bounded memory:
+
+* :func:`encrypt` / :func:`sign` take a message built as usual plus
+  :class:`~securemail.stream.mime.StreamedAttachment` files, read in chunks;
+* :func:`encrypt_stream` / :func:`sign_stream` take a whole message from a source (what
+  ``securemail compose`` writes) and pass its body through unchanged;
+* :func:`decrypt_stream` spools the plaintext, encrypted under a throwaway key, until the
+  GCM tag (or the CBC padding) has been checked, and only then writes it out.
+
+The output is the same S/MIME as the in-memory recipes write, with BER indefinite-length
+framing for the CMS content, which every S/MIME reader (OpenSSL, NSS, gpgsm) accepts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from email.message import EmailMessage
+
+from asn1crypto import algos, cms
+from cryptography import x509
+
+from .. import payload, wire
+from ..errors import EmbeddedCiphertextError, MalformedMessageError, UnsupportedAlgorithmError
+from ..keys import Identity, Recipient
+from ..policy import DEFAULT, Policy
+from ..results import ProtectedMessage
+from ..smime import enveloped
+from ..smime.mime import pkcs7_mime_fields, plan_recipients
+from .base import Sink, Source, Writer
+from .ber import Base64Source, BerReader
+from .cms import DetachedSignatureWriter, EnvelopeWriter
+from .encoding import Base64Writer
+from .mime import MultipartWriter, StreamedAttachment, copy_into
+from .spool import Spool
+
+__all__ = [
+    "StreamDecryptResult",
+    "Streamed",
+    "decrypt_stream",
+    "encrypt",
+    "encrypt_stream",
+    "read_header_section",
+    "sign",
+    "sign_stream",
+]
+
+MAX_HEADER_SECTION = 1024 * 1024
+"""The largest header section read before the body (a generous bound, not a limit of RFC
+5322, which has none: it keeps a malicious source from growing memory without end)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Streamed:
+    """What was written: the SMTP envelope of the message (Bcc included)."""
+
+    mail_from: str | None
+    recipients: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamDecryptResult:
+    """A message decrypted by :func:`decrypt_stream`; the message itself went to the sink."""
+
+    authenticated: bool
+    content_cipher: str
+    recipient: str
+    protected_headers: tuple[str, ...]
+    size: int
+    """Plaintext bytes of the decrypted entity."""
+
+
+# --- sources ------------------------------------------------------------------------------------
+
+
+class _Prefixed:
+    """``prefix`` first, then the rest of ``source`` (bytes read ahead are not lost)."""
+
+    def __init__(self, prefix: bytes, source: Source) -> None:
+        self._prefix = memoryview(prefix)
+        self._source = source
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        if self._prefix:
+            count = min(len(buffer), len(self._prefix))
+            buffer[:count] = self._prefix[:count]
+            self._prefix = self._prefix[count:]
+            return count
+        return self._source.readinto(buffer) or 0
+
+
+def read_header_section(source: Source, prefix: bytes = b"") -> tuple[bytes, Source]:
+    """The header section of the message in ``source`` (CRLF, ending with the empty line)
+    and a source for its body, without reading more than the header needs."""
+    data = bytearray(prefix)
+    chunk = bytearray(8192)
+    while True:
+        for marker in (b"\r\n\r\n", b"\n\n"):
+            end = data.find(marker)
+            if end >= 0:
+                header = wire.canonicalize(bytes(data[: end + len(marker)]))
+                return header, _Prefixed(bytes(data[end + len(marker) :]), source)
+        if len(data) > MAX_HEADER_SECTION:
+            raise MalformedMessageError("the header section is larger than 1 MiB")
+        count = source.readinto(chunk)
+        if not count:
+            raise MalformedMessageError("the message ends inside its header section")
+        data += memoryview(chunk)[:count]
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def _with_attachments(
+    message: payload.MessageInput, attachments: Sequence[StreamedAttachment]
+) -> tuple[payload.MessageInput, str | None]:
+    """``message`` turned into multipart/mixed with a known boundary when files are to be
+    streamed after its own parts (None when there are none)."""
+    if not attachments:
+        return message, None
+    if isinstance(message, ProtectedMessage):
+        message = wire.parse(message.data)
+    elif not isinstance(message, EmailMessage):
+        message = wire.parse(
+            bytes(message) if isinstance(message, bytes | bytearray) else message.as_bytes()
+        )
+    mixed = copy.deepcopy(message)
+    mixed.make_mixed()
+    boundary = wire.new_boundary()
+    mixed.set_boundary(boundary)
+    return mixed, boundary
+
+
+def _write_entity(
+    top: Writer, entity: bytes, boundary: str | None, attachments: Sequence[StreamedAttachment]
+) -> None:
+    """The prepared entity, then (for multipart/mixed) each streamed attachment; finalizes."""
+    if boundary is None:
+        top.write(entity)
+        top.finalize()
+        return
+    close = b"\r\n--" + boundary.encode("ascii") + b"--"
+    cut = entity.rfind(close)
+    if cut < 0:
+        raise MalformedMessageError("the message's multipart body has no close delimiter")
+    top.write(entity[:cut])
+    parts = MultipartWriter(top, boundary)
+    for attachment in attachments:
+        parts.add_attachment(attachment)
+    parts.finalize()
+
+
+def _encrypt_prepared(
+    sink: Sink,
+    prepared: payload.Prepared,
+    write: Callable[[Writer], None],
+    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    signer: Identity | None,
+    policy: Policy,
+    trust: Sequence[x509.Certificate] | None,
+    certificates: Sequence[x509.Certificate],
+) -> Streamed:
+    cipher, planned = plan_recipients(
+        recipients, signer=signer, policy=policy, trust=trust, certificates=certificates
+    )
+    sink.write(payload.assemble_header(prepared, pkcs7_mime_fields(cipher)))
+    top: Writer = EnvelopeWriter.for_recipients(Base64Writer(sink), planned, cipher)
+    if signer is not None:
+        top = DetachedSignatureWriter(top, signer, policy=policy)
+    write(top)
+    return Streamed(prepared.mail_from, prepared.recipients)
+
+
+def encrypt(
+    sink: Sink,
+    message: payload.MessageInput,
+    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    *,
+    attachments: Sequence[StreamedAttachment] = (),
+    signer: Identity | None = None,
+    policy: Policy = DEFAULT,
+    trust: Sequence[x509.Certificate] | None = None,
+    certificates: Sequence[x509.Certificate] = (),
+) -> Streamed:
+    """Write ``message`` with ``attachments`` (read in chunks) S/MIME-encrypted to
+    ``sink``, signed first when ``signer`` is given. The rules of
+    :func:`securemail.smime.encrypt` apply: recipients are checked before anything is
+    written, and the first one that cannot be encrypted to stops it (fail-closed)."""
+    message, boundary = _with_attachments(message, attachments)
+    prepared = payload.prepare(message, policy, encrypting=True)
+    return _encrypt_prepared(
+        sink,
+        prepared,
+        lambda top: _write_entity(top, prepared.entity, boundary, attachments),
+        recipients,
+        signer,
+        policy,
+        trust,
+        certificates,
+    )
+
+
+def encrypt_stream(
+    source: Source,
+    sink: Sink,
+    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    *,
+    signer: Identity | None = None,
+    policy: Policy = DEFAULT,
+    trust: Sequence[x509.Certificate] | None = None,
+    certificates: Sequence[x509.Certificate] = (),
+    prefix: bytes = b"",
+) -> Streamed:
+    """Encrypt the whole message read from ``source`` (``prefix`` = bytes already read
+    from it) to ``sink``. Its header section is protected as usual; its body passes
+    through unchanged, so with a ``signer`` it must already be 7-bit with CRLF line ends
+    (as ``securemail compose`` writes it)."""
+    header, body = read_header_section(source, prefix)
+    prepared = payload.prepare_headers(header, policy, encrypting=True)
+
+    def write(top: Writer) -> None:
+        top.write(prepared.entity)
+        copy_into(top, body)
+        top.finalize()
+
+    return _encrypt_prepared(sink, prepared, write, recipients, signer, policy, trust, certificates)
+
+
+def _sign_prepared(
+    sink: Sink, prepared: payload.Prepared, signer: Identity, policy: Policy
+) -> DetachedSignatureWriter:
+    fields_before = payload.assemble_header(prepared, [])[: -len(wire.CRLF)]
+    return DetachedSignatureWriter(sink, signer, policy=policy, fields_before=fields_before)
+
+
+def sign(
+    sink: Sink,
+    message: payload.MessageInput,
+    signer: Identity,
+    *,
+    attachments: Sequence[StreamedAttachment] = (),
+    policy: Policy = DEFAULT,
+) -> Streamed:
+    """Write ``message`` with ``attachments`` to ``sink`` as multipart/signed, hashing
+    while writing (detached signatures only: an opaque signature would need the content's
+    length first)."""
+    message, boundary = _with_attachments(message, attachments)
+    prepared = payload.prepare(message, policy, encrypting=False)
+    top = _sign_prepared(sink, prepared, signer, policy)
+    _write_entity(top, prepared.entity, boundary, attachments)
+    return Streamed(prepared.mail_from, prepared.recipients)
+
+
+def sign_stream(
+    source: Source,
+    sink: Sink,
+    signer: Identity,
+    *,
+    policy: Policy = DEFAULT,
+    prefix: bytes = b"",
+) -> Streamed:
+    """Sign the message read from ``source`` (7-bit, CRLF) as multipart/signed to ``sink``."""
+    header, body = read_header_section(source, prefix)
+    prepared = payload.prepare_headers(header, policy, encrypting=False)
+    top = _sign_prepared(sink, prepared, signer, policy)
+    top.write(prepared.entity)
+    copy_into(top, body)
+    top.finalize()
+    return Streamed(prepared.mail_from, prepared.recipients)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+class _Restorer:
+    """Receives the verified plaintext: reads the entity's header section, writes the
+    restored message header, then passes the body through."""
+
+    def __init__(self, sink: Sink, outer: wire.RawEntity) -> None:
+        self._sink = sink
+        self._outer = outer
+        self._head = bytearray()
+        self.protected: tuple[str, ...] = ()
+        self.done = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self.done:
+            self._sink.write(data)
+            return len(data)
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0 and self._head.startswith(b"\r\n"):
+            end = -2
+        if end < 0:
+            if len(self._head) > MAX_HEADER_SECTION:
+                self._emit(b"", bytes(self._head))  # no header section: all body
+            return len(data)
+        self._emit(bytes(self._head[: end + 4]), bytes(self._head[end + 4 :]))
+        return len(data)
+
+    def _emit(self, header: bytes, rest: bytes) -> None:
+        inner = wire.split_entity(header) if header else wire.RawEntity(fields=(), body=b"")
+        restored = payload.restore(self._outer, inner)
+        self.protected = restored.protected_headers
+        self._sink.write(restored.data)
+        self._sink.write(rest)
+        self._head.clear()
+        self.done = True
+
+    def close(self) -> None:
+        if not self.done:
+            self._emit(b"", bytes(self._head))
+
+
+def decrypt_stream(
+    source: Source,
+    sink: Sink,
+    identity: Identity,
+    *,
+    policy: Policy = DEFAULT,
+    spool_dir: str | os.PathLike[str] | None = None,
+    prefix: bytes = b"",
+) -> StreamDecryptResult:
+    """Decrypt the S/MIME message read from ``source`` into ``sink``.
+
+    Nothing is written to ``sink`` until the content's integrity is established (the GCM
+    tag verified; for CBC, the padding checked: such content is still unauthenticated and
+    flagged so). Until then the plaintext waits in an encrypted, anonymous spool file in
+    ``spool_dir``; on any failure it is destroyed and the typed error raised.
+    """
+    header, body = read_header_section(source, prefix)
+    outer = wire.entity(header)
+    smime_type = outer.params.get("smime-type", "enveloped-data")
+    if outer.content_type not in ("application/pkcs7-mime", "application/x-pkcs7-mime") or (
+        smime_type not in ("enveloped-data", "authenveloped-data")
+    ):
+        if outer.content_type.startswith("multipart/"):
+            raise EmbeddedCiphertextError()
+        raise MalformedMessageError("the message is not S/MIME encrypted")
+    field = outer.raw.get("Content-Transfer-Encoding")
+    encoding = field.value.lower() if field is not None else "7bit"
+    reader = BerReader(Base64Source(body) if encoding == "base64" else body)
+    with Spool(spool_dir, limit=policy.max_message_size) as spool:
+        opened, tag = _read_envelope(reader, identity, policy, spool)
+        spool.write(opened.finalize(tag))
+        restorer = _Restorer(sink, outer.raw)
+        spool.replay(restorer)
+        restorer.close()
+        size = spool.size
+    return StreamDecryptResult(
+        authenticated=opened.authenticated,
+        content_cipher=opened.name,
+        recipient=identity.name,
+        protected_headers=restorer.protected,
+        size=size,
+    )
+
+
+def _read_envelope(
+    reader: BerReader, identity: Identity, policy: Policy, spool: Spool
+) -> tuple[enveloped.ContentDecryptor, bytes | None]:
+    """Walk ContentInfo -> (Auth)EnvelopedData, decrypting the content into ``spool``;
+    returns the decryptor (to finalize) and the GCM tag."""
+    content_info = reader.expect(0x30)
+    content_type = cms.ContentType.load(reader.element()).native
+    if content_type not in ("enveloped_data", "authenticated_enveloped_data"):
+        raise MalformedMessageError("the message is not S/MIME encrypted (no EnvelopedData)")
+    authenticated = content_type == "authenticated_enveloped_data"
+    explicit = reader.expect(0xA0)
+    envelope = reader.expect(0x30)
+    reader.element()  # version
+    if reader.peek_tag() == 0xA0:
+        reader.element()  # originatorInfo
+    infos = cms.RecipientInfos.load(reader.element())
+    content = reader.expect(0x30)
+    reader.element()  # content type (id-data)
+    algorithm = algos.EncryptionAlgorithm.load(reader.element())
+    opened = enveloped.open_stream(
+        infos,
+        algorithm,
+        identity.private_key,
+        identity.certificate,
+        authenticated_container=authenticated,
+        require_authenticated=policy.require_authenticated_encryption,
+    )
+    if reader.peek_tag() in (0x80, 0xA0):
+        for piece in reader.octets(reader.header()):
+            spool.write(opened.update(piece))
+    reader.skip_end(content)
+    tag = None
+    if authenticated:
+        if reader.peek_tag() == 0xA1:
+            raise UnsupportedAlgorithmError(
+                "AuthEnvelopedData with authenticated attributes", "streaming decryption"
+            )
+        tag = cms.OctetString.load(reader.element()).native
+    # What follows the tag can only close the outer elements: nothing there is trusted or
+    # used, so it is not read.
+    del envelope, explicit, content_info
+    return opened, tag
