@@ -9,6 +9,7 @@ tracebacks (set ``SECUREMAIL_DEBUG=1`` to see one when reporting a bug).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from . import wire
+from .cliio import STREAM_THRESHOLD, Input, Output, open_input
 from .compose import MessageBuilder
 from .errors import InputError, SecureMailError
 from .keys import Identity, Recipient, load_certificates, load_identity
 from .pgp.gpg import GnuPG
 from .policy import DEFAULT, ContentCipher, DigestAlgorithm, KeyTransport, Policy, SignatureMode
+from .stream import smime as stream_smime
+from .stream.mime import StreamedAttachment, copy_into, write_message
 
 __all__ = ["main"]
 
@@ -37,10 +41,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"securemail: {message} (see securemail --help)\n")
 
 
-def _read_input(path: str | None) -> bytes:
-    if path is None or path == "-":
-        return sys.stdin.buffer.read()
-    return Path(path).read_bytes()
+def _whole(message: Input) -> bytes:
+    """The whole input in memory (for what is not streamed)."""
+    if message.rest is None:
+        return message.prefix
+    collected = io.BytesIO(message.prefix)
+    collected.seek(0, io.SEEK_END)
+    copy_into(collected, message.rest)
+    return collected.getvalue()
 
 
 def _write_output(path: str | None, data: bytes) -> None:
@@ -89,9 +97,20 @@ def _cmd_compose(args: argparse.Namespace) -> int:
         builder = builder.text(_read_text(args.text_file))
     if args.html_file:
         builder = builder.html(_read_text(args.html_file))
+    large = []
     for path in args.attach or ():
-        builder = builder.attach(Path(path))
-    _write_output(args.output, wire.to_bytes(builder.build()))
+        if Path(path).is_file() and Path(path).stat().st_size > STREAM_THRESHOLD:
+            large.append(StreamedAttachment(path))  # read in chunks while writing
+        else:
+            builder = builder.attach(Path(path))
+    if large and args.text is None and not args.text_file and not args.html_file:
+        builder = builder.text("")
+    message = builder.build()
+    if not large:
+        _write_output(args.output, wire.to_bytes(message))
+        return EXIT_OK
+    with Output(args.output) as out:
+        write_message(out, message, large)
     return EXIT_OK
 
 
@@ -129,7 +148,7 @@ def _pgp_engine(args: argparse.Namespace) -> GnuPG | None:
 
 
 def _cmd_encrypt(args: argparse.Namespace) -> int:
-    message = _read_input(args.input)
+    message = open_input(args.input)
     if args.pgp:
         from .pgp import encrypt as pgp_encrypt
 
@@ -137,7 +156,7 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
             raise _UsageError("--recipient-key (or --gnupg-home) is required with --pgp")
         keys = [*(args.recipient_key or ()), *(args.secret_key or ())]
         protected = pgp_encrypt(
-            message,
+            _whole(message),
             args.recipient or (),
             keys=keys,
             signer=args.signer,
@@ -153,22 +172,36 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
         recipients = [Recipient.load(path) for path in args.recipient_cert]
         signer_id = _identity(args) if args.key else None
         trust = [c for path in args.trust for c in load_certificates(path)] if args.trust else None
+        if message.streaming:
+            source, progress = message.source("encrypting")
+            with Output(args.output) as out:
+                stream_smime.encrypt_stream(
+                    source,
+                    out,
+                    recipients,
+                    signer=signer_id,
+                    policy=_policy(args),
+                    trust=trust,
+                    prefix=message.prefix,
+                )
+            progress.close()
+            return EXIT_OK
         protected = encrypt(
-            message, recipients, signer=signer_id, policy=_policy(args), trust=trust
+            message.prefix, recipients, signer=signer_id, policy=_policy(args), trust=trust
         )
     _write_output(args.output, protected.as_bytes())
     return EXIT_OK
 
 
 def _cmd_decrypt(args: argparse.Namespace) -> int:
-    message = _read_input(args.input)
+    message = open_input(args.input)
     if args.pgp:
         from .pgp import decrypt as pgp_decrypt
 
         if not (args.secret_key or args.gnupg_home):
             raise _UsageError("--secret-key (or --gnupg-home) is required with --pgp")
         result = pgp_decrypt(
-            message,
+            _whole(message),
             keys=[*(args.secret_key or ()), *(args.signer_key or ())],
             passphrase=_password(args),
             gnupg=_pgp_engine(args),
@@ -178,7 +211,17 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
         from .smime import decrypt
 
         _need(args, "--key", "for S/MIME decryption")
-        result = decrypt(message, _identity(args), policy=_policy(args))
+        if message.streaming:
+            source, progress = message.source("decrypting")
+            with Output(args.output) as out:
+                streamed = stream_smime.decrypt_stream(
+                    source, out, _identity(args), policy=_policy(args), prefix=message.prefix
+                )
+            progress.close()
+            if not streamed.authenticated:
+                _warn_unauthenticated(streamed.content_cipher)
+            return EXIT_OK
+        result = decrypt(message.prefix, _identity(args), policy=_policy(args))
     _write_output(args.output, result.data)
     if result.signature is not None:
         # A signature made with the encryption (OpenPGP's combined form) has no layer of its
@@ -189,22 +232,26 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
         else:
             _note(f"signature NOT verified ({signature.status.value}): {signature.reason}")
     if not result.authenticated:
-        _note(
-            f"warning: {result.content_cipher} has no integrity protection; "
-            "trust the content only if a signature inside verifies"
-        )
+        _warn_unauthenticated(result.content_cipher)
     return EXIT_OK
 
 
+def _warn_unauthenticated(cipher: str) -> None:
+    _note(
+        f"warning: {cipher} has no integrity protection; "
+        "trust the content only if a signature inside verifies"
+    )
+
+
 def _cmd_sign(args: argparse.Namespace) -> int:
-    message = _read_input(args.input)
+    message = open_input(args.input)
     if args.pgp:
         from .pgp import sign as pgp_sign
 
         if not (args.secret_key or args.gnupg_home):
             raise _UsageError("--secret-key (or --gnupg-home) is required with --pgp")
         protected = pgp_sign(
-            message,
+            _whole(message),
             args.signer,
             keys=args.secret_key or (),
             passphrase=_password(args),
@@ -215,13 +262,23 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         from .smime import sign
 
         _need(args, "--key", "for S/MIME signing")
-        protected = sign(message, _identity(args), policy=_policy(args))
+        if message.streaming:
+            if args.opaque:
+                raise _UsageError("large messages are signed detached; --opaque needs it in memory")
+            source, progress = message.source("signing")
+            with Output(args.output) as out:
+                stream_smime.sign_stream(
+                    source, out, _identity(args), policy=_policy(args), prefix=message.prefix
+                )
+            progress.close()
+            return EXIT_OK
+        protected = sign(message.prefix, _identity(args), policy=_policy(args))
     _write_output(args.output, protected.as_bytes())
     return EXIT_OK
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    message = _read_input(args.input)
+    message = _whole(open_input(args.input))
     if args.pgp:
         from .pgp import verify as pgp_verify
 

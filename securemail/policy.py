@@ -131,7 +131,10 @@ class Policy:
     old mail. Off by default: such signatures can be forged."""
 
     max_message_size: int = 256 * 1024 * 1024
-    """Upper bound on an inbound message or decrypted content, in bytes."""
+    """Upper bound on an inbound message or decrypted content held in memory, in bytes."""
+    max_stream_size: int = 64 * 1024**3
+    """Upper bound on content decrypted by the streaming readers (it waits in an encrypted
+    spool file until its integrity is checked, so this bounds disk, not memory)."""
 
     def clone(self, **changes: Any) -> Policy:
         """A copy with ``changes`` applied (keyword arguments only, validated)."""
@@ -154,8 +157,8 @@ class Policy:
         object.__setattr__(self, "revocation", RevocationCheck(self.revocation))
         if any(c in self.obscured_subject for c in "\r\n\0"):
             raise ValueError("obscured_subject must not contain CR, LF or NUL")
-        if self.max_message_size <= 0:
-            raise ValueError("max_message_size must be positive")
+        if self.max_message_size <= 0 or self.max_stream_size <= 0:
+            raise ValueError("max_message_size and max_stream_size must be positive")
 
 
 DEFAULT = Policy()

@@ -8,19 +8,29 @@ checked.
 
 from __future__ import annotations
 
+import copy
 import mimetypes
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
-from .. import wire
+from .. import payload, wire
 from ..errors import AlreadyFinalized, InputError, MalformedMessageError
 from ..headers import sanitize_filename
+from ..results import ProtectedMessage
 from .base import CHUNK, Data, Sink, Source, Writer
 from .encoding import Base64Writer
 
-__all__ = ["MultipartWriter", "PartSink", "StreamedAttachment", "copy_into"]
+__all__ = [
+    "MultipartWriter",
+    "PartSink",
+    "StreamedAttachment",
+    "copy_into",
+    "with_attachments",
+    "write_entity",
+    "write_message",
+]
 
 
 class PartSink:
@@ -133,3 +143,59 @@ class MultipartWriter(Writer):
 
     def _finish(self) -> None:
         self._inner.write(self._delimiter + b"--\r\n")
+
+
+def with_attachments(
+    message: payload.MessageInput, attachments: Sequence[StreamedAttachment]
+) -> tuple[payload.MessageInput, str | None]:
+    """``message`` turned into multipart/mixed with a known boundary when files are to be
+    streamed after its own parts (None when there are none)."""
+    if not attachments:
+        return message, None
+    if isinstance(message, ProtectedMessage):
+        message = wire.parse(message.data)
+    elif not isinstance(message, EmailMessage):
+        message = wire.parse(
+            bytes(message) if isinstance(message, bytes | bytearray) else message.as_bytes()
+        )
+    mixed = copy.deepcopy(message)
+    mixed.make_mixed()
+    boundary = wire.new_boundary()
+    mixed.set_boundary(boundary)
+    return mixed, boundary
+
+
+def write_entity(
+    top: Writer, entity: bytes, boundary: str | None, attachments: Sequence[StreamedAttachment]
+) -> None:
+    """The prepared entity, then (for multipart/mixed) each streamed attachment; finalizes."""
+    if boundary is None:
+        top.write(entity)
+        top.finalize()
+        return
+    close = b"\r\n--" + boundary.encode("ascii") + b"--"
+    cut = entity.rfind(close)
+    if cut < 0:
+        raise MalformedMessageError("the message's multipart body has no close delimiter")
+    top.write(entity[:cut])
+    parts = MultipartWriter(top, boundary)
+    for attachment in attachments:
+        parts.add_attachment(attachment)
+    parts.finalize()
+
+
+def write_message(
+    sink: Sink, message: EmailMessage, attachments: Sequence[StreamedAttachment]
+) -> None:
+    """``message`` with ``attachments`` streamed after its own parts, unprotected (what
+    ``securemail compose`` writes for large files)."""
+    mixed, boundary = with_attachments(message, attachments)
+    assert isinstance(mixed, EmailMessage)
+    write_entity(_Unfinalized(sink), wire.to_bytes(mixed), boundary, attachments)
+
+
+class _Unfinalized(Writer):
+    """The raw sink as the bottom layer of a stack: writes pass through, finalize stops."""
+
+    def _write(self, data: Data) -> None:
+        self._inner.write(data)

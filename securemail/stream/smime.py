@@ -16,11 +16,9 @@ framing for the CMS content, which every S/MIME reader (OpenSSL, NSS, gpgsm) acc
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from email.message import EmailMessage
 
 from asn1crypto import algos, cms
 from cryptography import x509
@@ -29,14 +27,13 @@ from .. import payload, wire
 from ..errors import EmbeddedCiphertextError, MalformedMessageError, UnsupportedAlgorithmError
 from ..keys import Identity, Recipient
 from ..policy import DEFAULT, Policy
-from ..results import ProtectedMessage
 from ..smime import enveloped
 from ..smime.mime import pkcs7_mime_fields, plan_recipients
 from .base import Sink, Source, Writer
 from .ber import Base64Source, BerReader
 from .cms import DetachedSignatureWriter, EnvelopeWriter
 from .encoding import Base64Writer
-from .mime import MultipartWriter, StreamedAttachment, copy_into
+from .mime import StreamedAttachment, copy_into, with_attachments, write_entity
 from .spool import Spool
 
 __all__ = [
@@ -81,7 +78,7 @@ class StreamDecryptResult:
 class _Prefixed:
     """``prefix`` first, then the rest of ``source`` (bytes read ahead are not lost)."""
 
-    def __init__(self, prefix: bytes, source: Source) -> None:
+    def __init__(self, prefix: bytes | memoryview, source: Source) -> None:
         self._prefix = memoryview(prefix)
         self._source = source
 
@@ -97,62 +94,24 @@ class _Prefixed:
 def read_header_section(source: Source, prefix: bytes = b"") -> tuple[bytes, Source]:
     """The header section of the message in ``source`` (CRLF, ending with the empty line)
     and a source for its body, without reading more than the header needs."""
-    data = bytearray(prefix)
+    data = prefix
     chunk = bytearray(8192)
     while True:
+        window = memoryview(data)[: MAX_HEADER_SECTION + 4]
         for marker in (b"\r\n\r\n", b"\n\n"):
-            end = data.find(marker)
+            end = bytes(window).find(marker) if len(window) < len(data) else data.find(marker)
             if end >= 0:
-                header = wire.canonicalize(bytes(data[: end + len(marker)]))
-                return header, _Prefixed(bytes(data[end + len(marker) :]), source)
+                header = wire.canonicalize(bytes(window[: end + len(marker)]))
+                return header, _Prefixed(memoryview(data)[end + len(marker) :], source)
         if len(data) > MAX_HEADER_SECTION:
             raise MalformedMessageError("the header section is larger than 1 MiB")
         count = source.readinto(chunk)
         if not count:
             raise MalformedMessageError("the message ends inside its header section")
-        data += memoryview(chunk)[:count]
+        data = data + bytes(chunk[:count])
 
 
 # --- writing ------------------------------------------------------------------------------------
-
-
-def _with_attachments(
-    message: payload.MessageInput, attachments: Sequence[StreamedAttachment]
-) -> tuple[payload.MessageInput, str | None]:
-    """``message`` turned into multipart/mixed with a known boundary when files are to be
-    streamed after its own parts (None when there are none)."""
-    if not attachments:
-        return message, None
-    if isinstance(message, ProtectedMessage):
-        message = wire.parse(message.data)
-    elif not isinstance(message, EmailMessage):
-        message = wire.parse(
-            bytes(message) if isinstance(message, bytes | bytearray) else message.as_bytes()
-        )
-    mixed = copy.deepcopy(message)
-    mixed.make_mixed()
-    boundary = wire.new_boundary()
-    mixed.set_boundary(boundary)
-    return mixed, boundary
-
-
-def _write_entity(
-    top: Writer, entity: bytes, boundary: str | None, attachments: Sequence[StreamedAttachment]
-) -> None:
-    """The prepared entity, then (for multipart/mixed) each streamed attachment; finalizes."""
-    if boundary is None:
-        top.write(entity)
-        top.finalize()
-        return
-    close = b"\r\n--" + boundary.encode("ascii") + b"--"
-    cut = entity.rfind(close)
-    if cut < 0:
-        raise MalformedMessageError("the message's multipart body has no close delimiter")
-    top.write(entity[:cut])
-    parts = MultipartWriter(top, boundary)
-    for attachment in attachments:
-        parts.add_attachment(attachment)
-    parts.finalize()
 
 
 def _encrypt_prepared(
@@ -191,12 +150,12 @@ def encrypt(
     ``sink``, signed first when ``signer`` is given. The rules of
     :func:`securemail.smime.encrypt` apply: recipients are checked before anything is
     written, and the first one that cannot be encrypted to stops it (fail-closed)."""
-    message, boundary = _with_attachments(message, attachments)
+    message, boundary = with_attachments(message, attachments)
     prepared = payload.prepare(message, policy, encrypting=True)
     return _encrypt_prepared(
         sink,
         prepared,
-        lambda top: _write_entity(top, prepared.entity, boundary, attachments),
+        lambda top: write_entity(top, prepared.entity, boundary, attachments),
         recipients,
         signer,
         policy,
@@ -249,10 +208,10 @@ def sign(
     """Write ``message`` with ``attachments`` to ``sink`` as multipart/signed, hashing
     while writing (detached signatures only: an opaque signature would need the content's
     length first)."""
-    message, boundary = _with_attachments(message, attachments)
+    message, boundary = with_attachments(message, attachments)
     prepared = payload.prepare(message, policy, encrypting=False)
     top = _sign_prepared(sink, prepared, signer, policy)
-    _write_entity(top, prepared.entity, boundary, attachments)
+    write_entity(top, prepared.entity, boundary, attachments)
     return Streamed(prepared.mail_from, prepared.recipients)
 
 
@@ -345,7 +304,7 @@ def decrypt_stream(
     field = outer.raw.get("Content-Transfer-Encoding")
     encoding = field.value.lower() if field is not None else "7bit"
     reader = BerReader(Base64Source(body) if encoding == "base64" else body)
-    with Spool(spool_dir, limit=policy.max_message_size) as spool:
+    with Spool(spool_dir, limit=policy.max_stream_size) as spool:
         opened, tag = _read_envelope(reader, identity, policy, spool)
         spool.write(opened.finalize(tag))
         restorer = _Restorer(sink, outer.raw)
