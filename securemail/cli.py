@@ -415,13 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
     _io(p)
     p.set_defaults(func=_cmd_verify)
 
+    sub.add_parser(
+        "bench", help="throughput and memory against openssl and gpg (see securemail bench -h)"
+    )
     p = sub.add_parser("demo", help="run the whole flow on throwaway keys")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:
+        from .bench import main as bench
+
+        return bench(arguments[1:])
+    args = build_parser().parse_args(arguments)
     command: Callable[[argparse.Namespace], int] = args.func
     try:
         return command(args)

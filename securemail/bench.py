@@ -1,0 +1,362 @@
+"""``securemail bench``: throughput and peak memory against the peer tools, in one run.
+
+Every measurement is a separate process (securemail's included), timed by wall clock and
+measured for peak RSS with ``wait4``. Peers and securemail run alternately on the same
+input, several times; the median throughput and the largest peak RSS are reported with the
+ratio securemail/peer. Throughput is always attachment bytes per second, whatever the
+operation writes, so a faster number means the same file protected sooner.
+
+The working directory should be a RAM disk (``/dev/shm``) unless the disk itself is what
+is to be measured: on a slow disk every tool only waits for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["Case", "Measurement", "main", "run_benchmark"]
+
+MiB = 1024 * 1024
+_RAM_DISK = "/dev/shm"  # noqa: S108 (a RAM disk, so that tools are measured, not the disk)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    seconds: float
+    peak_rss: int
+    """Bytes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One operation, done by securemail and by its peer tool on the same input."""
+
+    name: str
+    peer_name: str
+    ours: list[str]
+    peer: list[str]
+    target: str
+    """What the issue asks of the ratio, for the report."""
+    prepare: Callable[[], None] | None = None
+
+
+def _run(command: Sequence[str], env: dict[str, str] | None = None) -> Measurement:
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read() if process.stderr else b""
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command[:4])}... failed ({process.returncode}): {stderr[-500:]!r}"
+        )
+    return Measurement(seconds=seconds, peak_rss=usage.ru_maxrss * 1024)
+
+
+def _make_input(path: Path, size: int) -> None:
+    """Incompressible data, written in chunks (never held whole in memory)."""
+    block = os.urandom(4 * MiB)
+    with path.open("wb") as out:
+        remaining = size
+        while remaining:
+            piece = block[: min(remaining, len(block))]
+            out.write(piece)
+            remaining -= len(piece)
+            block = hashlib.sha512(block[:64]).digest() * (len(block) // 64)
+
+
+def _worker(argv: Sequence[str]) -> int:
+    """One securemail operation, in its own process so that its memory is its own."""
+    from .compose import MessageBuilder
+    from .keys import Recipient, load_identity
+    from .policy import DEFAULT
+    from .smime import MODERN
+    from .stream import smime as stream_smime
+    from .stream.mime import StreamedAttachment
+    from .stream.threads import BackgroundSink, BackgroundSource
+
+    operation, *paths = argv
+    policy = DEFAULT.clone(max_stream_size=1 << 45)
+    if operation in ("smime-encrypt-gcm", "smime-encrypt-cbc", "smime-sign"):
+        source, output, cert, key = paths
+        message = (
+            MessageBuilder()
+            .from_addr("alice@example.com")
+            .to("bob@example.com")
+            .subject("benchmark")
+            .text("The file is attached.")
+            .build()
+        )
+        attachment = StreamedAttachment(source, content_type="application/octet-stream")
+        identity = load_identity(key, cert)
+        with open(output, "wb", buffering=0) as raw, BackgroundSink(raw) as sink:
+            if operation == "smime-sign":
+                stream_smime.sign(sink, message, identity, attachments=[attachment], policy=policy)
+            else:
+                gcm = operation.endswith("gcm")
+                recipient = Recipient(identity.certificate, capabilities=MODERN if gcm else None)
+                stream_smime.encrypt(
+                    sink, message, [recipient], attachments=[attachment], policy=policy
+                )
+        return 0
+    if operation == "smime-decrypt":
+        source, output, cert, key = paths
+        identity = load_identity(key, cert)
+        with (
+            open(source, "rb", buffering=0) as raw_in,
+            open(output, "wb", buffering=0) as raw_out,
+            BackgroundSink(raw_out) as sink,
+        ):
+            stream_smime.decrypt_stream(
+                BackgroundSource(raw_in),
+                sink,
+                identity,
+                policy=policy,
+                spool_dir=str(Path(output).parent),
+            )
+        return 0
+    raise SystemExit(f"unknown benchmark operation {operation}")
+
+
+def _smime_cases(work: Path, data: Path) -> list[Case]:
+    """S/MIME: securemail's streaming writer/reader against ``openssl cms``."""
+    key, cert = work / "bench.key", work / "bench.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+            "-out", str(cert), "-subj", "/CN=Bench/emailAddress=bob@example.com", "-days", "2",
+            "-addext", "keyUsage=digitalSignature,keyEncipherment",
+            "-addext", "extendedKeyUsage=emailProtection",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    me = [sys.executable, "-m", "securemail.bench", "--worker"]
+    ours_gcm, peer_gcm = work / "ours-gcm.eml", work / "openssl-gcm.eml"
+    ours_cbc, peer_cbc = work / "ours-cbc.eml", work / "openssl-cbc.eml"
+    openssl_encrypt = ["openssl", "cms", "-encrypt", "-stream", "-binary", "-in", str(data)]
+    return [
+        Case(
+            "S/MIME encrypt AES-256-GCM",
+            "openssl cms -encrypt -stream -aes-256-gcm",
+            [*me, "smime-encrypt-gcm", str(data), str(ours_gcm), str(cert), str(key)],
+            [*openssl_encrypt, "-aes-256-gcm", "-out", str(peer_gcm), str(cert)],
+            ">= 10x",
+        ),
+        Case(
+            "S/MIME encrypt AES-256-CBC",
+            "openssl cms -encrypt -stream -aes-256-cbc",
+            [*me, "smime-encrypt-cbc", str(data), str(ours_cbc), str(cert), str(key)],
+            [*openssl_encrypt, "-aes-256-cbc", "-out", str(peer_cbc), str(cert)],
+            "(informative)",
+        ),
+        Case(
+            "S/MIME decrypt AES-256-GCM",
+            "openssl cms -decrypt",
+            [*me, "smime-decrypt", str(ours_gcm), str(work / "ours-gcm.out"), str(cert), str(key)],
+            [
+                "openssl",
+                "cms",
+                "-decrypt",
+                "-in",
+                str(ours_gcm),
+                "-recip",
+                str(cert),
+                "-inkey",
+                str(key),
+                "-out",
+                str(work / "openssl-gcm.out"),
+            ],
+            ">= 5x",
+        ),
+        Case(
+            "S/MIME sign (detached)",
+            "openssl cms -sign -stream",
+            [*me, "smime-sign", str(data), str(work / "ours-signed.eml"), str(cert), str(key)],
+            [
+                "openssl",
+                "cms",
+                "-sign",
+                "-stream",
+                "-binary",
+                "-in",
+                str(data),
+                "-signer",
+                str(cert),
+                "-inkey",
+                str(key),
+                "-out",
+                str(work / "openssl-signed.eml"),
+            ],
+            ">= half of our encrypt throughput",
+        ),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    case: str
+    peer: str
+    size: int
+    ours: list[Measurement]
+    peers: list[Measurement]
+    target: str
+
+    def rate(self, runs: list[Measurement]) -> float:
+        return self.size / statistics.median(m.seconds for m in runs) / MiB
+
+    @property
+    def ours_rate(self) -> float:
+        return self.rate(self.ours)
+
+    @property
+    def peer_rate(self) -> float:
+        return self.rate(self.peers)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "case": self.case,
+            "peer": self.peer,
+            "size_bytes": self.size,
+            "securemail_mib_s": round(self.ours_rate, 1),
+            "peer_mib_s": round(self.peer_rate, 1),
+            "ratio": round(self.ours_rate / self.peer_rate, 2),
+            "securemail_peak_rss_mib": round(max(m.peak_rss for m in self.ours) / MiB, 1),
+            "peer_peak_rss_mib": round(max(m.peak_rss for m in self.peers) / MiB, 1),
+            "securemail_seconds": [round(m.seconds, 3) for m in self.ours],
+            "peer_seconds": [round(m.seconds, 3) for m in self.peers],
+            "target": self.target,
+        }
+
+
+def run_benchmark(
+    size: int, work: Path, repeat: int, cases: Callable[[Path, Path], list[Case]]
+) -> list[Result]:
+    data = work / "attachment.bin"
+    _make_input(data, size)
+    chosen = cases(work, data)
+    runs: dict[str, tuple[list[Measurement], list[Measurement]]] = {
+        c.name: ([], []) for c in chosen
+    }
+    for _ in range(repeat):
+        for case in chosen:
+            # Alternate peer and securemail, so a slow moment of the machine hits both.
+            runs[case.name][1].append(_run(case.peer))
+            runs[case.name][0].append(_run(case.ours))
+    return [
+        Result(c.name, c.peer_name, size, runs[c.name][0], runs[c.name][1], c.target)
+        for c in chosen
+    ]
+
+
+def _machine() -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    openssl = subprocess.run(
+        ["openssl", "version"], capture_output=True, text=True, check=False
+    ).stdout
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "openssl": openssl.strip(),
+        "platform": platform.platform(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _report(results: list[Result]) -> str:
+    lines = [
+        f"{'operation':<30} {'securemail':>12} {'peer':>12} {'ratio':>7} "
+        f"{'RSS ours':>9} {'RSS peer':>9}  target / peer",
+    ]
+    for r in results:
+        d = r.as_dict()
+        lines.append(
+            f"{r.case:<30} {d['securemail_mib_s']:>8} MiB/s {d['peer_mib_s']:>6} MiB/s "
+            f"{d['ratio']:>6}x {d['securemail_peak_rss_mib']:>5} MiB "
+            f"{d['peer_peak_rss_mib']:>5} MiB  {r.target} vs {r.peer}"
+        )
+    return "\n".join(lines)
+
+
+def _chart(results: list[Result], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels = [r.case for r in results]
+    positions = range(len(results))
+    figure, axis = plt.subplots(figsize=(10, 0.8 + 0.7 * len(results)))
+    axis.barh([p + 0.2 for p in positions], [r.ours_rate for r in results], 0.4, label="securemail")
+    axis.barh([p - 0.2 for p in positions], [r.peer_rate for r in results], 0.4, label="peer tool")
+    axis.set_yticks(list(positions), labels)
+    axis.set_xlabel("attachment throughput, MiB/s (higher is better)")
+    for p, r in zip(positions, results, strict=True):
+        axis.text(r.ours_rate, p + 0.2, f" {r.ours_rate / r.peer_rate:.1f}x", va="center")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return True
+
+
+def _parse_size(text: str) -> int:
+    units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
+    if text[-1].upper() in units:
+        return int(float(text[:-1]) * units[text[-1].upper()])
+    return int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["--worker"]:
+        return _worker(args_list[1:])
+    parser = argparse.ArgumentParser(prog="securemail bench")
+    parser.add_argument("--size", default="1G", help="attachment size (e.g. 256M, 1G)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default=_RAM_DISK if Path(_RAM_DISK).is_dir() else None)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--png", type=Path, help="write a chart here (needs matplotlib)")
+    args = parser.parse_args(args_list)
+    size = _parse_size(args.size)
+    work = Path(tempfile.mkdtemp(prefix="securemail-bench-", dir=args.dir))
+    try:
+        results = run_benchmark(size, work, args.repeat, _smime_cases)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(_report(results))
+    document = {"machine": _machine(), "results": [r.as_dict() for r in results]}
+    if args.json:
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    if args.png and not _chart(results, args.png):
+        print("no chart: install matplotlib (pip install 'securemail[bench]')", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
