@@ -22,6 +22,9 @@ __all__ = ["Base64Source", "BerReader", "Header"]
 _MAX_ELEMENT = 16 * 1024 * 1024
 """The largest element read whole (recipient infos with many recipients, certificates)."""
 
+_MAX_DEPTH = 32
+"""The deepest nesting accepted; CMS envelopes nest about ten levels."""
+
 
 class Base64Source:
     """The decoded bytes of base64 text read from ``source`` (line breaks and spaces
@@ -88,6 +91,7 @@ class BerReader:
         self._source = source
         self._buffer = bytearray()
         self._chunk = bytearray(4 * CHUNK)
+        self._consumed = 0
 
     def _need(self, count: int) -> None:
         while len(self._buffer) < count:
@@ -100,6 +104,7 @@ class BerReader:
         self._need(count)
         data = bytes(self._buffer[:count])
         del self._buffer[:count]
+        self._consumed += count
         return data
 
     def header(self) -> Header:
@@ -132,6 +137,7 @@ class BerReader:
         self._need(2)
         if self._buffer[:2] == b"\x00\x00":
             del self._buffer[:2]
+            self._consumed += 2
             return True
         return False
 
@@ -141,20 +147,31 @@ class BerReader:
 
     def element(self) -> bytes:
         """One whole element, header included, as bytes (for asn1crypto to parse)."""
-        found = self.header()
-        if found.length is not None:
-            if found.length > _MAX_ELEMENT:
-                raise DecryptionError()
-            return found.raw + self._take(found.length)
-        parts = [found.raw]
-        while not self.is_end():
-            parts.append(self.element())
-            if sum(len(p) for p in parts) > _MAX_ELEMENT:
-                raise DecryptionError()
-        return b"".join(parts) + b"\x00\x00"
+        out = bytearray()
+        self._element_into(out, 0)
+        return bytes(out)
 
-    def octets(self, found: Header) -> Iterator[bytes]:
+    def _element_into(self, out: bytearray, depth: int) -> None:
+        # Bounded in depth (no stack exhaustion from crafted nesting) and linear in size.
+        if depth > _MAX_DEPTH:
+            raise DecryptionError()
+        found = self.header()
+        out += found.raw
+        if found.length is not None:
+            if len(out) + found.length > _MAX_ELEMENT:
+                raise DecryptionError()
+            out += self._take(found.length)
+            return
+        while not self.is_end():
+            self._element_into(out, depth + 1)
+            if len(out) > _MAX_ELEMENT:
+                raise DecryptionError()
+        out += b"\x00\x00"
+
+    def octets(self, found: Header, _depth: int = 0) -> Iterator[bytes]:
         """The content of an OCTET STRING (or an IMPLICIT-tagged one) in pieces."""
+        if _depth > _MAX_DEPTH:
+            raise DecryptionError()
         if not found.constructed:
             remaining = found.length
             if remaining is None:
@@ -166,15 +183,12 @@ class BerReader:
             return
         if found.length is None:
             while not self.is_end():
-                yield from self.octets(self.expect(0x04, 0x24))
+                yield from self.octets(self.expect(0x04, 0x24), _depth + 1)
             return
-        end = found.length
-        while end > 0:
-            inner = self.expect(0x04, 0x24)
-            before = len(inner.raw) + (inner.length or 0)
-            yield from self.octets(inner)
-            end -= before
-        if end < 0:
+        end = self._consumed + found.length
+        while self._consumed < end:
+            yield from self.octets(self.expect(0x04, 0x24), _depth + 1)
+        if self._consumed != end:
             raise DecryptionError()
 
     def skip_end(self, found: Header) -> None:

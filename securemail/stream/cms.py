@@ -79,7 +79,8 @@ class EnvelopeWriter(Writer):
         self._padder = None if plan.cipher.authenticated else padding.PKCS7(128).padder()
         mode = modes.GCM(plan.iv) if plan.cipher.authenticated else modes.CBC(plan.iv)
         self._cipher = Cipher(algorithms.AES(plan.key), mode).encryptor()
-        self._buffer = bytearray(CHUNK + 16)
+        # room for a held-back block from the padder and one from the cipher
+        self._buffer = bytearray(CHUNK + 32)
         inner.write(_envelope_head(plan))
 
     @classmethod

@@ -66,6 +66,10 @@ class CrlfWriter(Writer):
             # A CR at the end may be the first half of a CRLF split across writes.
             chunk = chunk[:-1]
             self._cr_pending = True
+        pairs = chunk.count(b"\r\n")
+        if chunk.count(b"\n") == pairs and chunk.count(b"\r") == pairs:
+            self._inner.write(chunk)  # already canonical: the common case, no rewriting
+            return
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         self._inner.write(chunk.replace(b"\n", b"\r\n"))

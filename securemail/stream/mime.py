@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import mimetypes
 import os
+import re
 from collections.abc import Iterable, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
 from .. import payload, wire
 from ..errors import AlreadyFinalized, InputError, MalformedMessageError
-from ..headers import sanitize_filename
+from ..headers import check_header_value, sanitize_filename
 from ..results import ProtectedMessage
 from .base import CHUNK, Data, Sink, Source, Writer
 from .encoding import Base64Writer
@@ -80,7 +81,7 @@ class StreamedAttachment:
             default_name = getattr(source, "name", None) or "attachment"
         self.filename = sanitize_filename(filename or os.path.basename(str(default_name)))
         guessed, _ = mimetypes.guess_type(self.filename)
-        self.content_type = content_type or guessed or "application/octet-stream"
+        self.content_type = _checked_type(content_type or guessed or "application/octet-stream")
 
     def header_fields(self) -> list[tuple[str, str]]:
         return [
@@ -100,6 +101,18 @@ class StreamedAttachment:
             count = copy_into(encoder, self._file)
         encoder.finalize()
         return count
+
+
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
+
+
+def _checked_type(content_type: str) -> str:
+    """A Content-Type value checked now, so a bad one stops the message before any byte
+    of it is written."""
+    check_header_value("Content-Type", content_type)
+    if not _MEDIA_TYPE.fullmatch(content_type.split(";", 1)[0].strip()):
+        raise InputError("an attachment content type must have the form type/subtype")
+    return content_type
 
 
 def _disposition(filename: str) -> str:
@@ -159,7 +172,8 @@ def with_attachments(
             bytes(message) if isinstance(message, bytes | bytearray) else message.as_bytes()
         )
     mixed = copy.deepcopy(message)
-    mixed.make_mixed()
+    if mixed.get_content_type() != "multipart/mixed":
+        mixed.make_mixed()
     boundary = wire.new_boundary()
     mixed.set_boundary(boundary)
     return mixed, boundary

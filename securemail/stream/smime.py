@@ -24,7 +24,13 @@ from asn1crypto import algos, cms
 from cryptography import x509
 
 from .. import payload, wire
-from ..errors import EmbeddedCiphertextError, MalformedMessageError, UnsupportedAlgorithmError
+from ..errors import (
+    DecryptionError,
+    EmbeddedCiphertextError,
+    MalformedMessageError,
+    SecureMailError,
+    UnsupportedAlgorithmError,
+)
 from ..keys import Identity, Recipient
 from ..policy import DEFAULT, Policy
 from ..smime import enveloped
@@ -32,7 +38,7 @@ from ..smime.mime import pkcs7_mime_fields, plan_recipients
 from .base import Sink, Source, Writer
 from .ber import Base64Source, BerReader
 from .cms import DetachedSignatureWriter, EnvelopeWriter
-from .encoding import Base64Writer
+from .encoding import Base64Writer, CrlfWriter
 from .mime import StreamedAttachment, copy_into, with_attachments, write_entity
 from .spool import Spool
 
@@ -177,12 +183,14 @@ def encrypt_stream(
 ) -> Streamed:
     """Encrypt the whole message read from ``source`` (``prefix`` = bytes already read
     from it) to ``sink``. Its header section is protected as usual; its body passes
-    through unchanged, so with a ``signer`` it must already be 7-bit with CRLF line ends
-    (as ``securemail compose`` writes it)."""
+    through unchanged (with a ``signer``, line ends are made CRLF; it must be 7-bit, as
+    ``securemail compose`` writes it)."""
     header, body = read_header_section(source, prefix)
     prepared = payload.prepare_headers(header, policy, encrypting=True)
 
     def write(top: Writer) -> None:
+        if signer is not None:
+            top = CrlfWriter(top)  # what is signed must be canonical (RFC 8551 3.1.1)
         top.write(prepared.entity)
         copy_into(top, body)
         top.finalize()
@@ -223,10 +231,11 @@ def sign_stream(
     policy: Policy = DEFAULT,
     prefix: bytes = b"",
 ) -> Streamed:
-    """Sign the message read from ``source`` (7-bit, CRLF) as multipart/signed to ``sink``."""
+    """Sign the message read from ``source`` (7-bit; bare LF line ends are made CRLF) as
+    multipart/signed to ``sink``."""
     header, body = read_header_section(source, prefix)
     prepared = payload.prepare_headers(header, policy, encrypting=False)
-    top = _sign_prepared(sink, prepared, signer, policy)
+    top = CrlfWriter(_sign_prepared(sink, prepared, signer, policy))
     top.write(prepared.entity)
     copy_into(top, body)
     top.finalize()
@@ -238,10 +247,13 @@ def sign_stream(
 
 class _Restorer:
     """Receives the verified plaintext: reads the entity's header section, writes the
-    restored message header, then passes the body through."""
+    restored message header, then passes the body through. An entity written with bare
+    LF line ends (``openssl cms -binary`` of a Unix file) is made canonical, as the
+    in-memory reader does, unless its transfer encoding is binary."""
 
     def __init__(self, sink: Sink, outer: wire.RawEntity) -> None:
         self._sink = sink
+        self._body: Sink = sink
         self._outer = outer
         self._head = bytearray()
         self.protected: tuple[str, ...] = ()
@@ -249,31 +261,50 @@ class _Restorer:
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self.done:
-            self._sink.write(data)
+            self._body.write(data)
             return len(data)
         self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0 and self._head.startswith(b"\r\n"):
-            end = -2
-        if end < 0:
+        found = self._header_end()
+        if found is None:
             if len(self._head) > MAX_HEADER_SECTION:
-                self._emit(b"", bytes(self._head))  # no header section: all body
+                self._emit(b"", bytes(self._head), lf=False)  # no header section: all body
             return len(data)
-        self._emit(bytes(self._head[: end + 4]), bytes(self._head[end + 4 :]))
+        cut, lf = found
+        self._emit(bytes(self._head[:cut]), bytes(self._head[cut:]), lf=lf)
         return len(data)
 
-    def _emit(self, header: bytes, rest: bytes) -> None:
+    def _header_end(self) -> tuple[int, bool] | None:
+        """Where the header section ends, and whether its lines end in bare LF."""
+        for empty in (b"\r\n", b"\n"):
+            if self._head.startswith(empty):
+                return len(empty), empty == b"\n"
+        ends = [
+            (at + len(marker), marker == b"\n\n")
+            for marker in (b"\r\n\r\n", b"\n\n")
+            if (at := self._head.find(marker)) >= 0
+        ]
+        return min(ends) if ends else None
+
+    def _emit(self, header: bytes, rest: bytes, *, lf: bool) -> None:
+        if lf:
+            header = wire.canonicalize(header)
         inner = wire.split_entity(header) if header else wire.RawEntity(fields=(), body=b"")
+        if lf:
+            field = inner.get("Content-Transfer-Encoding")
+            if field is None or field.value.strip().lower() != "binary":
+                self._body = CrlfWriter(self._sink)
         restored = payload.restore(self._outer, inner)
         self.protected = restored.protected_headers
         self._sink.write(restored.data)
-        self._sink.write(rest)
+        self._body.write(rest)
         self._head.clear()
         self.done = True
 
     def close(self) -> None:
         if not self.done:
-            self._emit(b"", bytes(self._head))
+            self._emit(b"", bytes(self._head), lf=False)
+        if isinstance(self._body, CrlfWriter):
+            self._body.finalize()
 
 
 def decrypt_stream(
@@ -305,8 +336,14 @@ def decrypt_stream(
     encoding = field.value.lower() if field is not None else "7bit"
     reader = BerReader(Base64Source(body) if encoding == "base64" else body)
     with Spool(spool_dir, limit=policy.max_stream_size) as spool:
-        opened, tag = _read_envelope(reader, identity, policy, spool)
-        spool.write(opened.finalize(tag))
+        try:
+            opened, tag = _read_envelope(reader, identity, policy, spool)
+            spool.write(opened.finalize(tag))
+        except SecureMailError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+            # asn1crypto's own errors on a damaged structure: one answer for all of them
+            raise DecryptionError() from None
         restorer = _Restorer(sink, outer.raw)
         spool.replay(restorer)
         restorer.close()
