@@ -75,6 +75,14 @@ from ..errors import (
 )
 from ..keys import read_source
 from ..policy import DigestAlgorithm
+from ..stream.openpgp_packets import (
+    TAG_PKESK,
+    TAG_SEIPD,
+    TAG_SKESK,
+    MalformedPacket,
+    packet,
+    split_packets,
+)
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",
@@ -1642,6 +1650,74 @@ class GnuPG:
             signatures=1,
             data=data,
         )
+
+    # -- for native OpenPGP streaming (securemail.stream.openpgp) --
+
+    def export_public(self, recipient: str | KeyInfo, *, armor: bool = False) -> bytes:
+        """The public key to encrypt to for ``recipient``, for
+        :func:`securemail.stream.openpgp.recipient_keys`: checked now like
+        :meth:`recipient_key` (:class:`RecipientError` naming the recipient when it is
+        unknown, ambiguous, expired, revoked, disabled or cannot encrypt), and exported
+        minimal, with only the encryption subkey gpg would choose (the newest valid one),
+        so that gpg's judgment of the self-signatures is what the native writer uses."""
+        key = self.recipient_key(recipient)
+        name = _display(recipient)
+        subkey = max(key.encryption_keys(), key=lambda k: k.created)
+        args = ["--export", "--export-options", "export-minimal", f"{subkey.fingerprint}!"]
+        run, sink = self._call(["--armor", *args] if armor else args)
+        exported = sink.take()
+        if run.returncode != 0 or run.failures() or run.input_error or not exported:
+            raise RecipientError(name, f"gpg could not export the key: {run.diagnostic()}")
+        return exported
+
+    def session_key(self, pkesk_packets: bytes, passphrase: Passphrase = None) -> tuple[int, bytes]:
+        """The session key of a message, from its public-key encrypted session-key
+        packets (PKESK), decrypted by gpg with a secret key in the home (``passphrase``
+        unlocks it): (symmetric algorithm ID, key). The provider
+        :func:`securemail.stream.openpgp.decrypt_stream` needs.
+
+        gpg is given the PKESK packets and an encrypted packet of 40 octets, and asked to
+        ``--show-session-key``: it reports the key as soon as it has it, before it tries
+        (and fails) to decrypt the 40 octets; the message data never passes through gpg.
+        gpg's log would repeat the key, so it goes nowhere. Password-encrypted (SKESK)
+        packets are never given to gpg, so a key passphrase is never tried as a message
+        password. Raises :class:`NoSecretKeyError` (none of the message's keys has its
+        secret part here; the error lists their IDs), :class:`WrongPasswordError`, or
+        :class:`DecryptionError`."""
+        secret = _passphrase(passphrase)
+        try:
+            packets = list(split_packets(bytes(pkesk_packets), max_packet=1 << 16))
+        except MalformedPacket:
+            raise DecryptionError("malformed session-key packets") from None
+        public = b"".join(packet(tag, body) for tag, body in packets if tag == TAG_PKESK)
+        if not public:
+            if any(tag == TAG_SKESK for tag, _ in packets):
+                raise DecryptionError(
+                    "the message is password-encrypted (symmetric); refused here, so that a "
+                    "key passphrase is never tried as a message password"
+                )
+            raise DecryptionError("the message has no public-key session-key packet")
+        probe = packet(TAG_SEIPD, b"\x01" + bytes(40))  # version 1, nothing to decrypt
+        args = ["--decrypt", "--show-session-key", "--no-symkey-cache"]
+        args += ["--log-file", os.devnull, "--max-output", "4096"]
+        run, sink = self._call(args, public + probe, passphrase=secret, limit=4096)
+        sink.wipe()
+        reported = run.first("SESSION_KEY")
+        if reported:
+            algorithm, _, key = reported[0].partition(":")
+            if algorithm.isdigit() and key and len(key) % 2 == 0:
+                try:
+                    return int(algorithm), bytes.fromhex(key)
+                except ValueError:
+                    pass
+            raise DecryptionError("gpg reported a session key that cannot be read")
+        if _passphrase_rejected(run) or (secret is None and run.has("NEED_PASSPHRASE")):
+            raise WrongPasswordError(self._names_for(run))
+        enc_to = [a[0].upper() for a in run.all("ENC_TO") if a]
+        no_secret = {a[0].upper() for a in run.all("NO_SECKEY") if a}
+        if enc_to and set(enc_to) <= no_secret:
+            raise NoSecretKeyError(tuple(enc_to))
+        raise DecryptionError()
 
 
 def _display(selector: str | KeyInfo) -> str:
