@@ -155,12 +155,30 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
         if not (args.recipient_key or args.recipient or args.gnupg_home):
             raise _UsageError("--recipient-key (or --gnupg-home) is required with --pgp")
         keys = [*(args.recipient_key or ()), *(args.secret_key or ())]
+        signing = bool(args.secret_key or args.signer)
+        if message.streaming and not signing:
+            from .stream import pgp as stream_pgp
+
+            source, progress = message.source("encrypting")
+            with Output(args.output) as out:
+                stream_pgp.encrypt_stream(
+                    source,
+                    out,
+                    args.recipient or (),
+                    keys=keys,
+                    gnupg=_pgp_engine(args),
+                    policy=_policy(args),
+                    prefix=message.prefix,
+                )
+            progress.close()
+            return EXIT_OK
+        # Signing is not streamed for PGP/MIME: gpg signs the entity in memory.
         protected = pgp_encrypt(
             _whole(message),
             args.recipient or (),
             keys=keys,
             signer=args.signer,
-            sign=bool(args.secret_key or args.signer),
+            sign=signing,
             passphrase=_password(args),
             gnupg=_pgp_engine(args),
             policy=_policy(args),
@@ -200,6 +218,24 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
 
         if not (args.secret_key or args.gnupg_home):
             raise _UsageError("--secret-key (or --gnupg-home) is required with --pgp")
+        if message.streaming:
+            from .stream import pgp as stream_pgp
+
+            source, progress = message.source("decrypting")
+            with Output(args.output) as out:
+                streamed = stream_pgp.decrypt_stream(
+                    source,
+                    out,
+                    keys=[*(args.secret_key or ()), *(args.signer_key or ())],
+                    passphrase=_password(args),
+                    gnupg=_pgp_engine(args),
+                    policy=_policy(args),
+                    prefix=message.prefix,
+                )
+            progress.close()
+            if streamed.unchecked_signature:
+                _note("signature NOT verified: large messages are decrypted without checking it")
+            return EXIT_OK
         result = pgp_decrypt(
             _whole(message),
             keys=[*(args.secret_key or ()), *(args.signer_key or ())],

@@ -57,6 +57,11 @@ _VERSION_PART = (
     b"Content-Type: application/pgp-encrypted\r\n"
     b"Content-Description: PGP/MIME version identification\r\n\r\nVersion: 1\r\n"
 )
+_ENCRYPTED_PART_FIELDS = (
+    b'Content-Type: application/octet-stream; name="encrypted.asc"\r\n'
+    b"Content-Description: OpenPGP encrypted message\r\n"
+    b'Content-Disposition: inline; filename="encrypted.asc"\r\n\r\n'
+)
 _ARMORED_MESSAGE = re.compile(
     rb"-----BEGIN PGP MESSAGE-----\r?\n.*?-----END PGP MESSAGE-----[ \t]*(?:\r?\n|$)", re.S
 )
@@ -70,7 +75,7 @@ _CLEARSIGNED = re.compile(
 
 
 @contextlib.contextmanager
-def _engine(
+def open_engine(
     gnupg: GnuPG | None, keys: Sequence[KeySource], policy: Policy
 ) -> Iterator[tuple[GnuPG, tuple[KeyInfo, ...]]]:
     """The caller's engine, or a private one for this operation; ``keys`` imported into it."""
@@ -140,7 +145,7 @@ def sign(
     whitespace and "From " lines, as RFC 3156 3 asks) and emitted byte for byte as signed.
     """
     prepared = payload.prepare(message, policy, encrypting=False)
-    with _engine(gnupg, keys, policy) as (engine, imported):
+    with open_engine(gnupg, keys, policy) as (engine, imported):
         chosen = signer or _default_signer(imported, prepared.mail_from)
         fields, body = _sign_entity(engine, prepared.entity, chosen, passphrase, policy)
     data = payload.assemble(prepared, fields, body)
@@ -169,15 +174,8 @@ def encrypt(
     ``policy.encrypt_to_self`` the signer's key is added when it can encrypt.
     """
     prepared = payload.prepare(message, policy, encrypting=True)
-    with _engine(gnupg, keys, policy) as (engine, imported):
-        # Keys given with their secret part are the sender's own, not recipients.
-        public = [k for k in _unique(imported) if not k.has_secret] or _unique(imported)
-        wanted: list[Selector] = list(recipients) or list(public)
-        if not wanted:
-            wanted = list(prepared.recipients)
-        if not wanted:
-            raise RecipientError("(none)", "at least one recipient is required")
-        chosen = [engine.recipient_key(r) for r in wanted]
+    with open_engine(gnupg, keys, policy) as (engine, imported):
+        chosen = choose_recipients(engine, imported, recipients, prepared)
         entity = prepared.entity
         if signer is not None or sign:
             own = engine.signing_key(signer or _default_signer(imported, prepared.mail_from))
@@ -185,23 +183,53 @@ def encrypt(
                 chosen.append(own)
             fields, body = _sign_entity(engine, entity, own, passphrase, policy)
             entity = b"".join(wire.fold_field(n, v) for n, v in fields) + _CRLF + body
-        visible, hidden = _split_blind(_unique(chosen), prepared)
+        visible, hidden = split_blind(_unique(chosen), prepared)
         encrypted = engine.encrypt(entity, visible, hidden=hidden)
-    encrypted_part = (
-        b'Content-Type: application/octet-stream; name="encrypted.asc"\r\n'
-        b"Content-Description: OpenPGP encrypted message\r\n"
-        b'Content-Disposition: inline; filename="encrypted.asc"\r\n\r\n'
-        + wire.canonicalize(encrypted.data)
-    )
-    boundary, body = wire.multipart_body(_ENCRYPTED_PREAMBLE, [_VERSION_PART, encrypted_part])
-    content_type = (
-        f'multipart/encrypted; protocol="application/pgp-encrypted"; boundary="{boundary}"'
-    )
-    data = payload.assemble(prepared, [("Content-Type", content_type)], body)
+    armored = wire.canonicalize(encrypted.data)
+    boundary = wire.new_boundary(armored)
+    head, tail = encrypted_frame(boundary)
+    data = payload.assemble(prepared, [encrypted_content_type(boundary)], head + armored + tail)
     return ProtectedMessage(data, prepared.mail_from, prepared.recipients)
 
 
-def _split_blind(
+def choose_recipients(
+    engine: GnuPG,
+    imported: Sequence[KeyInfo],
+    recipients: Sequence[Selector],
+    prepared: payload.Prepared,
+) -> list[KeyInfo]:
+    """The keys to encrypt to: ``recipients`` if given, else every public key imported,
+    else the message's own recipients; each checked (fail-closed, naming the recipient)."""
+    # Keys given with their secret part are the sender's own, not recipients.
+    public = [k for k in _unique(imported) if not k.has_secret] or _unique(imported)
+    wanted: list[Selector] = list(recipients) or list(public)
+    if not wanted:
+        wanted = list(prepared.recipients)
+    if not wanted:
+        raise RecipientError("(none)", "at least one recipient is required")
+    return [engine.recipient_key(r) for r in wanted]
+
+
+def encrypted_content_type(boundary: str) -> tuple[str, str]:
+    return (
+        "Content-Type",
+        f'multipart/encrypted; protocol="application/pgp-encrypted"; boundary="{boundary}"',
+    )
+
+
+def encrypted_frame(boundary: str) -> tuple[bytes, bytes]:
+    """The bytes of a multipart/encrypted body (RFC 3156 4) before and after the armored
+    OpenPGP message, which ends in CRLF: shared by the in-memory and streaming writers so
+    they write the same message."""
+    delimiter = b"--" + boundary.encode("ascii")
+    head = (
+        _ENCRYPTED_PREAMBLE + _CRLF + delimiter + _CRLF + _VERSION_PART + _CRLF
+        + delimiter + _CRLF + _ENCRYPTED_PART_FIELDS
+    )  # fmt: skip
+    return head, _CRLF + delimiter + b"--" + _CRLF
+
+
+def split_blind(
     keys: Sequence[KeyInfo], prepared: payload.Prepared
 ) -> tuple[list[KeyInfo], list[KeyInfo]]:
     """(recipients named in the message, Bcc recipients). A Bcc recipient's key ID would
@@ -362,7 +390,7 @@ def decrypt(
         raise EmbeddedCiphertextError()
     else:
         raise MalformedMessageError("the message is not PGP/MIME or inline-PGP encrypted")
-    with _engine(gnupg, keys, policy) as (engine, _):
+    with open_engine(gnupg, keys, policy) as (engine, _):
         opened = engine.decrypt(
             ciphertext,
             passphrase=passphrase,
@@ -470,7 +498,7 @@ def verify(
     outer = wire.entity(data)
     if outer.content_type == "multipart/signed" and not _is_signed(outer):
         return _foreign_signature(outer)
-    with _engine(gnupg, keys, policy) as (engine, _):
+    with open_engine(gnupg, keys, policy) as (engine, _):
         if _is_signed(outer):
             return _verify_multipart(engine, outer, outer, policy, whole=True)
         clearsigned = _inline_block(outer, _CLEARSIGNED)
@@ -549,7 +577,7 @@ def read(
     signed, both in either order, the combined form, inline PGP)."""
     data = payload.message_bytes(message, policy)
     layers: list[DecryptResult | VerifyResult] = []
-    with _engine(gnupg, keys, policy) as (engine, _):
+    with open_engine(gnupg, keys, policy) as (engine, _):
         for _ in range(MAX_LAYERS):
             entity = wire.entity(data)
             armored = _inline_block(entity, _ARMORED_MESSAGE)

@@ -91,6 +91,10 @@ class RecipientKey:
     _algo_id: int
     _material: tuple[bytes, ...]
     """RSA: (n, e). ECDH: (curve OID, point, KDF hash ID, key-wrap cipher ID)."""
+    hidden: bool = False
+    """Write the wildcard key ID (all zeros, RFC 9580 5.1.1) instead of this key's, so the
+    message does not tell other readers that this key can open it (a Bcc recipient);
+    the recipient's software then tries its secret keys."""
 
     @property
     def key_id(self) -> str:
@@ -107,7 +111,8 @@ class RecipientKey:
             fields = mpi(public.encrypt(message, padding.PKCS1v15()))
         else:
             fields = self._ecdh(message)
-        head = b"\x03" + bytes.fromhex(self.key_id) + bytes([self._algo_id])
+        key_id = bytes(8) if self.hidden else bytes.fromhex(self.key_id)
+        head = b"\x03" + key_id + bytes([self._algo_id])
         return packet(TAG_PKESK, head + fields)
 
     def _ecdh(self, message: bytes) -> bytes:
