@@ -14,12 +14,16 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyFinalized",
+    "BccHeaderError",
     "CertificateError",
     "CertificateExpiredError",
     "CertificateNotYetValidError",
     "CertificateRevokedError",
     "CertificateUsageError",
+    "DNSLookupError",
     "DecryptionError",
+    "DeliveryError",
+    "EightBitUnsupportedError",
     "EmbeddedCiphertextError",
     "EncryptionError",
     "HeaderInjectionError",
@@ -28,23 +32,34 @@ __all__ = [
     "KeyLoadError",
     "MalformedASN1Error",
     "MalformedMessageError",
+    "MessageTooLargeError",
+    "MissingHeaderError",
     "NoSecretKeyError",
     "NotARecipientError",
     "NotSignedError",
     "PartialSignatureError",
     "PolicyError",
+    "ProtectionRequiredError",
     "RecipientError",
+    "SMTPAuthError",
+    "SMTPConnectionError",
+    "SMTPTimeoutError",
     "SecureMailError",
     "SignatureError",
     "SignatureInvalidError",
     "SignerMismatch",
     "SigningKeyError",
     "SizeLimitExceeded",
+    "TLSError",
+    "TLSRequiredError",
     "ToolError",
     "ToolNotFoundError",
+    "TransportConfigError",
+    "TransportError",
     "UnauthenticatedContentError",
     "UnsupportedAlgorithmError",
     "UntrustedCertificateError",
+    "WeakKeyError",
     "WrongPasswordError",
 ]
 
@@ -324,3 +339,202 @@ class NoSecretKeyError(NotARecipientError):
             f"the message is encrypted to key(s) {self.certificate}, "
             "and the secret key of none of them is available",
         )
+
+
+# --- DKIM and DNS (securemail.transport) -----------------------------------------------------
+
+
+class WeakKeyError(KeyLoadError):
+    """A key is too short for its use (RSA-1024 for DKIM, RFC 8301). ``bits`` is its size,
+    ``minimum`` the smallest size accepted."""
+
+    def __init__(self, source: str, bits: int, minimum: int, use: str) -> None:
+        self.bits = bits
+        self.minimum = minimum
+        self.use = use
+        super().__init__(
+            source,
+            f"a {bits}-bit RSA key is too short for {use}; generate one of at least {minimum} bits",
+        )
+
+
+class MissingHeaderError(MalformedMessageError):
+    """A header field the operation needs is absent. ``field`` names it."""
+
+    def __init__(self, field: str, purpose: str) -> None:
+        self.field = field
+        self.purpose = purpose
+        super().__init__(f"the message has no {field} header field, which {purpose} needs")
+
+
+class DNSLookupError(SecureMailError):
+    """A DNS query failed (timeout, SERVFAIL, no reachable server). A name that has no
+    record is an answer, not this error. ``name`` is the queried name."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"DNS lookup of {name} failed: {reason}")
+
+
+# --- sending (securemail.transport.smtp) -----------------------------------------------------
+
+
+class TransportConfigError(InputError):
+    """An SMTP configuration was refused. ``problems`` lists one line per wrong setting,
+    each starting with the setting's name; values are never echoed (one may be a password)."""
+
+    def __init__(self, problems: tuple[str, ...]) -> None:
+        self.problems = problems
+        super().__init__("invalid SMTP configuration: " + "; ".join(problems))
+
+
+class BccHeaderError(InputError):
+    """The message to send still carries a Bcc (or Resent-Bcc) header field, which every
+    recipient would see. Put blind-copy recipients in the envelope instead
+    (``MessageBuilder.bcc()`` or ``recipients=``). ``field`` is the header's name."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        super().__init__(
+            f"refusing to send a message with a {field} header field: every recipient would "
+            "see it; give blind-copy recipients through MessageBuilder.bcc() or recipients="
+        )
+
+
+class ProtectionRequiredError(PolicyError):
+    """The transport requires encrypted messages (``require_protection``) and this one is not
+    S/MIME or PGP/MIME encrypted. ``content_type`` is the message's top-level type."""
+
+    def __init__(self, content_type: str, reason: str) -> None:
+        self.content_type = content_type
+        self.reason = reason
+        super().__init__(f"refusing to send a {content_type} message unencrypted: {reason}")
+
+
+class TransportError(SecureMailError):
+    """The message could not be handed to the mail server.
+
+    ``host`` is the server; ``temporary`` is true when trying again later may succeed (a
+    network failure, a 4xx reply, a timeout), false when something must change first.
+    """
+
+    def __init__(self, host: str, reason: str, *, temporary: bool) -> None:
+        self.host = host
+        self.reason = reason
+        self.temporary = temporary
+        super().__init__(f"{host}: {reason}")
+
+
+class SMTPConnectionError(TransportError):
+    """No SMTP session could be set up: the connection failed or was lost before a mail
+    transaction began, or the server refused the session. ``code`` and ``reply`` are the
+    server's answer when it gave one (``None`` and ``""`` otherwise)."""
+
+    def __init__(
+        self,
+        host: str,
+        reason: str,
+        *,
+        code: int | None = None,
+        reply: str = "",
+        temporary: bool = True,
+    ) -> None:
+        self.code = code
+        self.reply = reply
+        super().__init__(host, reason, temporary=temporary)
+
+
+class SMTPTimeoutError(TransportError):
+    """``stage`` (``"greeting"``, ``"EHLO"``, ``"RCPT"``, ``"DATA block"``, ``"end of
+    DATA"``...) did not complete within its deadline of ``seconds``."""
+
+    def __init__(self, host: str, stage: str, seconds: float) -> None:
+        self.stage = stage
+        self.seconds = seconds
+        super().__init__(host, f"deadline of {seconds:g} s passed during {stage}", temporary=True)
+
+
+class TLSError(TransportError):
+    """TLS could not be set up, or the session showed signs of tampering.
+
+    ``kind`` says which step failed: ``"starttls-not-offered"``, ``"starttls-refused"``,
+    ``"certificate"``, ``"handshake"``, ``"data-after-starttls"`` (bytes pipelined after the
+    server's go-ahead: the STARTTLS command-injection pattern), or ``"auth-without-tls"``.
+    ``detail`` is the server's reply or the TLS library's reason. Nothing of the message, and
+    no credentials, have been sent when this is raised.
+    """
+
+    def __init__(self, host: str, kind: str, detail: str = "") -> None:
+        self.kind = kind
+        self.detail = detail
+        explanation = _TLS_KINDS.get(kind, kind)
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(host, f"{explanation}{suffix}", temporary=True)
+
+
+_TLS_KINDS = {
+    "starttls-not-offered": "the server does not offer STARTTLS",
+    "starttls-refused": "the server refused STARTTLS",
+    "certificate": "the server's certificate failed verification",
+    "handshake": "the TLS handshake failed",
+    "data-after-starttls": "the server sent data after its STARTTLS go-ahead (possible "
+    "command injection); session aborted",
+    "auth-without-tls": "refusing to send credentials over an unencrypted connection "
+    "(set allow_auth_without_tls=True to permit it)",
+}
+
+
+class TLSRequiredError(TLSError):
+    """The configuration requires TLS (``tls`` is ``"required"``, ``"required-verify"`` or
+    ``"implicit"``, or credentials are to be sent) and it could not be established. The
+    session was closed before MAIL FROM and before AUTH."""
+
+
+class SMTPAuthError(TransportError):
+    """The server refused the credentials, or offers no mechanism securemail can use.
+    ``code`` and ``reply`` are the server's answer (``None`` and ``""`` if it never got to
+    answer). The password is never part of the message."""
+
+    def __init__(self, host: str, reason: str, *, code: int | None = None, reply: str = "") -> None:
+        self.code = code
+        self.reply = reply
+        temporary = code is not None and 400 <= code < 500
+        super().__init__(host, reason, temporary=temporary)
+
+
+class MessageTooLargeError(TransportError):
+    """The message (``size`` bytes) is larger than the server accepts (``limit`` bytes, from
+    its SIZE extension). Refused before MAIL FROM."""
+
+    def __init__(self, host: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            host,
+            f"the message has {size} bytes and the server accepts at most {limit}",
+            temporary=False,
+        )
+
+
+class EightBitUnsupportedError(TransportError):
+    """The message holds 8-bit data and the server does not offer 8BITMIME. Sending it
+    anyway would let relays corrupt it (and break its signature): re-encode it with 7-bit
+    transfer encodings (``securemail.wire.seven_bit``) instead."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(
+            host,
+            "the message contains 8-bit data and the server does not offer 8BITMIME; "
+            "re-encode it with 7-bit transfer encodings",
+            temporary=False,
+        )
+
+
+class DeliveryError(TransportError):
+    """Raised by ``SendResult.raise_for_status()``: not every recipient was delivered.
+    ``result`` is the full :class:`~securemail.transport.SendResult`."""
+
+    def __init__(self, host: str, result: object, summary: str, *, temporary: bool) -> None:
+        self.result = result
+        super().__init__(host, summary, temporary=temporary)
