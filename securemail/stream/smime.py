@@ -41,6 +41,7 @@ from .encoding import Base64Writer, CrlfWriter
 from .message import RestoringSink, StreamDecryptResult, Streamed, read_header_section
 from .mime import StreamedAttachment, copy_into, with_attachments, write_entity
 from .spool import Spool
+from .threads import ThreadedWriter
 
 __all__ = [
     "StreamDecryptResult",
@@ -71,7 +72,7 @@ def _encrypt_prepared(
         recipients, signer=signer, policy=policy, trust=trust, certificates=certificates
     )
     sink.write(payload.assemble_header(prepared, pkcs7_mime_fields(cipher)))
-    top: Writer = EnvelopeWriter.for_recipients(Base64Writer(sink), planned, cipher)
+    top: Writer = EnvelopeWriter.for_recipients(ThreadedWriter(Base64Writer(sink)), planned, cipher)
     if signer is not None:
         top = DetachedSignatureWriter(top, signer, policy=policy)
     write(top)

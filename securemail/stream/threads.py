@@ -13,9 +13,9 @@ import threading
 from types import TracebackType
 from typing import Self
 
-from .base import Data, Sink, Source
+from .base import Data, Sink, Source, Writer
 
-__all__ = ["BackgroundSink", "BackgroundSource"]
+__all__ = ["BackgroundSink", "BackgroundSource", "ThreadedWriter"]
 
 BLOCK = 512 * 1024
 """Bytes gathered before a write is handed to the worker (fewer, larger system calls)."""
@@ -109,3 +109,20 @@ class BackgroundSource:
         buffer[:count] = self._current[:count]
         self._current = self._current[count:]
         return count
+
+
+class ThreadedWriter(Writer):
+    """Runs the layers below it in a worker thread: put it between two expensive layers
+    (the cipher and the base64 encoder under it) and both cores work. What is written is
+    copied into blocks and handed over; :meth:`finalize` waits for the worker, then
+    finalizes the layer below in the caller's thread."""
+
+    def __init__(self, inner: Sink) -> None:
+        super().__init__(inner)
+        self._background = BackgroundSink(inner)
+
+    def _write(self, data: Data) -> None:
+        self._background.write(data)
+
+    def _finish(self) -> None:
+        self._background.close()
