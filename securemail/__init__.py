@@ -1,6 +1,7 @@
 """securemail: message-level email encryption for Python applications.
 
-Compose a message, protect it (S/MIME today, PGP/MIME next), serialize it once, send it::
+Compose a message, protect it (S/MIME; PGP/MIME in :mod:`securemail.pgp`), serialize it
+once, send it::
 
     import securemail
 
@@ -16,11 +17,14 @@ Compose a message, protect it (S/MIME today, PGP/MIME next), serialize it once, 
     alice = securemail.load_identity("alice.p12", password="...")
     bob = securemail.Recipient.load("bob.pem")
     protected = securemail.encrypt(message, [bob], signer=alice)
-    wire_bytes = protected.as_bytes()
+    result = securemail.send(protected, securemail.SMTPConfig(host="smtp.example.com"))
 
-The recipes here cover the common path; :mod:`securemail.smime`, :mod:`securemail.wire`
-and :mod:`securemail.payload` hold the building blocks.
+The recipes here cover the common path; :mod:`securemail.smime`, :mod:`securemail.pgp`,
+:mod:`securemail.stream`, :mod:`securemail.transport`, :mod:`securemail.wire` and
+:mod:`securemail.payload` hold the building blocks.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from . import errors, policy
 from .compose import Message, MessageBuilder
@@ -38,6 +42,22 @@ from .policy import COMPATIBLE, DEFAULT, STRICT, Policy
 from .results import DecryptResult, ProtectedMessage, ReadResult, SignatureStatus, VerifyResult
 from .smime import decrypt, encrypt, read, sign, verify
 
+if TYPE_CHECKING:
+    from .transport import SendResult, SMTPConfig, SMTPTransport, send
+
+_TRANSPORT = frozenset({"SMTPConfig", "SMTPTransport", "SendResult", "send"})
+
+
+def __getattr__(name: str) -> Any:
+    # The transport (and pydantic under it) loads on first use: protecting a message
+    # does not pay for the SMTP client.
+    if name in _TRANSPORT:
+        from . import transport
+
+        return getattr(transport, name)
+    raise AttributeError(f"module 'securemail' has no attribute {name!r}")
+
+
 __all__ = [
     "COMPATIBLE",
     "DEFAULT",
@@ -50,7 +70,10 @@ __all__ = [
     "ProtectedMessage",
     "ReadResult",
     "Recipient",
+    "SMTPConfig",
+    "SMTPTransport",
     "SecureMailError",
+    "SendResult",
     "SignatureStatus",
     "VerifyResult",
     "decrypt",
@@ -63,6 +86,7 @@ __all__ = [
     "load_private_key",
     "policy",
     "read",
+    "send",
     "sign",
     "verify",
 ]

@@ -12,9 +12,11 @@ import argparse
 import io
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from . import wire
 from .cliio import STREAM_THRESHOLD, Input, Output, open_input
@@ -24,6 +26,12 @@ from .keys import Identity, Recipient, load_certificates, load_identity
 from .pgp.gpg import GnuPG
 from .policy import DEFAULT, ContentCipher, DigestAlgorithm, KeyTransport, Policy, SignatureMode
 from .stream import smime as stream_smime
+from .stream.message import PrefixedSource
+
+if TYPE_CHECKING:  # the transport (pydantic) is imported only by `send`
+    from .transport.config import SMTPConfig
+    from .transport.dkim import DKIMSigner
+    from .transport.smtp import Sendable
 from .stream.mime import StreamedAttachment, copy_into, write_message
 
 __all__ = ["main"]
@@ -31,6 +39,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: some recipients deferred, none refused
 EXIT_INTERNAL = 70
 
 
@@ -343,6 +352,78 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _smtp_config(args: argparse.Namespace) -> SMTPConfig:
+    from pydantic import SecretStr
+
+    from .transport.config import SMTPConfig
+
+    host, colon, port = args.smtp.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise _UsageError("--smtp takes HOST:PORT, e.g. smtp.example.com:587")
+    if args.user and not args.password_file:
+        raise _UsageError("--user needs --password-file")
+    password = _password(args)
+    return SMTPConfig(
+        host=host,
+        port=int(port),
+        tls=args.tls,
+        ca_file=args.ca,
+        username=args.user,
+        password=SecretStr(password.decode("utf-8")) if password is not None else None,
+        require_protection=args.require_protection,
+    )
+
+
+def _dkim_signer(args: argparse.Namespace) -> DKIMSigner | None:
+    from .transport.dkim import DKIMSigner
+
+    given = [args.dkim_key, args.dkim_selector, args.dkim_domain]
+    if not any(given):
+        return None
+    if not all(given):
+        raise _UsageError("DKIM signing needs --dkim-key, --dkim-selector and --dkim-domain")
+    return DKIMSigner.load(
+        Path(args.dkim_key), selector=args.dkim_selector, domain=args.dkim_domain
+    )
+
+
+def _outgoing(args: argparse.Namespace, dkim: DKIMSigner | None, stack: ExitStack) -> Sendable:
+    """The message to send: in memory when small; else streamed from its file (read once
+    more for the DKIM body hash) or from stdin (spooled to an anonymous file first when it
+    is to be DKIM-signed, as the signature goes before the message)."""
+    message = open_input(args.input)
+    if not message.streaming:
+        return dkim.sign(message.prefix) if dkim is not None else message.prefix
+    assert message.rest is not None
+    if dkim is None:
+        source, progress = message.source("sending")
+        stack.callback(progress.close)
+        return PrefixedSource(message.prefix, source)
+    spool = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (closed by the stack)
+    spool.write(message.prefix)
+    copy_into(spool, message.rest)
+    spool.seek(0)
+    field = dkim.sign_stream(iter(lambda: spool.read(1 << 20), b""))
+    spool.seek(0)
+    return PrefixedSource(field, spool)
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from .transport import SMTPTransport
+
+    config = _smtp_config(args)
+    dkim = _dkim_signer(args)
+    with ExitStack() as stack:
+        outgoing = _outgoing(args, dkim, stack)
+        with SMTPTransport(config) as transport:
+            result = transport.send(outgoing, mail_from=args.from_addr, recipients=args.to)
+    for recipient in result.recipients:
+        print(f"{recipient.status.value:<9} {recipient.address} {recipient.code} {recipient.reply}")
+    if result.ok:
+        return EXIT_OK
+    return EXIT_TEMPFAIL if not result.failed else EXIT_FAILED
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -450,6 +531,30 @@ def build_parser() -> argparse.ArgumentParser:
     _pgp_options(p, secret=False)
     _io(p)
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("send", help="send a message over SMTP (exit 0 only if all accepted)")
+    p.add_argument("--smtp", required=True, metavar="HOST:PORT", help="server or relay")
+    p.add_argument(
+        "--tls",
+        choices=["required-verify", "required", "opportunistic", "implicit"],
+        default="required-verify",
+        help="TLS policy (default: required-verify: STARTTLS, certificate and name checked)",
+    )
+    p.add_argument("--ca", metavar="PEM", help="trust these CA certificates, not the system's")
+    p.add_argument("--user", metavar="USER", help="AUTH user name (sent only over TLS)")
+    p.add_argument("--password-file", metavar="F", help="AUTH password (first line of the file)")
+    p.add_argument("--from", dest="from_addr", metavar="ADDR", help="envelope sender")
+    p.add_argument("--to", action="append", metavar="ADDR", help="envelope recipient")
+    p.add_argument("--dkim-key", metavar="PEM", help="DKIM private key (RSA-2048+ or Ed25519)")
+    p.add_argument("--dkim-selector", metavar="S")
+    p.add_argument("--dkim-domain", metavar="D")
+    p.add_argument(
+        "--require-protection",
+        action="store_true",
+        help="refuse a message that is not S/MIME or PGP/MIME encrypted",
+    )
+    p.add_argument("-i", "--input", metavar="IN", help="message to send (default: stdin)")
+    p.set_defaults(func=_cmd_send)
 
     sub.add_parser(
         "bench", help="throughput and memory against openssl and gpg (see securemail bench -h)"

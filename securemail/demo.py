@@ -1,8 +1,10 @@
 """``securemail demo``: the whole flow on throwaway keys, so a new user sees it work.
 
 Makes a certification authority and two users in memory, composes a message with an
-attachment, signs and encrypts it, then decrypts and verifies it as the recipient would,
-printing each step. Nothing is written to disk and no network is used.
+attachment, signs and encrypts it, sends it through a real SMTP server on loopback
+(STARTTLS required, its certificate verified against a throwaway CA), takes the message as
+the server received it, then decrypts and verifies it as the recipient would, printing each
+step. Nothing is written to disk and nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from .compose import MessageBuilder
 from .inbound import iter_attachments
 from .keys import Identity, PrivateKey, Recipient
 from .smime import MODERN, decrypt, encrypt, verify
+from .transport import send
+from .transport.local import LocalSMTPServer
 
 __all__ = ["run_demo", "throwaway_identity"]
 
@@ -107,14 +111,28 @@ def run_demo(print_line: Callable[[str], None] = print) -> int:
         f"{outer.get_content_type()}; outer Subject is {outer['Subject']!s}"
     )
 
-    decrypted = decrypt(protected.data, bob)
+    with LocalSMTPServer() as server:
+        config = server.config()
+        sent = send(protected, config)
+        say(
+            f"4. sent over SMTP to 127.0.0.1:{server.port} with STARTTLS (certificate and host "
+            f"name verified, TLS {config.tls}): "
+            + ", ".join(f"{r.address} {r.status.value}" for r in sent.recipients)
+        )
+        if not sent.ok or len(server.messages) != 1:
+            say("   FAILED: the server did not accept the message for every recipient")
+            return 1
+        received = server.messages[0]
+    say(f"5. the server received {len(received.data)} bytes for {', '.join(received.recipients)}")
+
+    decrypted = decrypt(received.data, bob)
     say(
-        f"4. Bob decrypts: {decrypted.content_cipher}, "
+        f"6. Bob decrypts: {decrypted.content_cipher}, "
         f"{'authenticated' if decrypted.authenticated else 'NOT authenticated'}"
     )
 
     result = verify(decrypted.data, trust=[ca.certificate])
-    say(f"5. Bob verifies: {result.status.value}, signer {result.signer}")
+    say(f"7. Bob verifies: {result.status.value}, signer {result.signer}")
     if not result.verified or result.message is None:
         say(f"   FAILED: {result.reason}")
         return 1
@@ -122,11 +140,11 @@ def run_demo(print_line: Callable[[str], None] = print) -> int:
     attachments = list(iter_attachments(inner))
     intact = len(attachments) == 1 and attachments[0].data == report
     say(
-        f"6. restored Subject: {inner['Subject']!s}; attachment {attachments[0].filename} "
+        f"8. restored Subject: {inner['Subject']!s}; attachment {attachments[0].filename} "
         f"sha256 {hashlib.sha256(attachments[0].data).hexdigest()[:16]}... "
         f"{'intact' if intact else 'DAMAGED'}"
     )
     if not intact or str(inner["Subject"]) != "Q3 figures (confidential)":
         return 1
-    say("demo complete: compose -> sign -> encrypt -> decrypt -> verify all succeeded")
+    say("demo complete: compose -> sign -> encrypt -> send -> receive -> decrypt -> verify")
     return 0

@@ -10,8 +10,17 @@ import pytest
 
 from securemail.demo import run_demo
 
-STEPS = ("1. keys:", "2. composed:", "3. signed", "4. Bob decrypts:", "5. Bob verifies:", "6. ")
-LAST = "demo complete: compose -> sign -> encrypt -> decrypt -> verify all succeeded"
+STEPS = (
+    "1. keys:",
+    "2. composed:",
+    "3. signed",
+    "4. sent over SMTP",
+    "5. the server received",
+    "6. Bob decrypts:",
+    "7. Bob verifies:",
+    "8. ",
+)
+LAST = "demo complete: compose -> sign -> encrypt -> send -> receive -> decrypt -> verify"
 LAUNCHERS = {
     "console-script": [str(Path(sys.executable).parent / "securemail")],
     "python-m": [sys.executable, "-m", "securemail"],
@@ -22,9 +31,11 @@ def check_steps(lines: list[str]) -> None:
     assert len(lines) == len(STEPS) + 1, lines
     for line, step in zip(lines, STEPS, strict=False):
         assert line.startswith(step), line
-    assert "aes-256-gcm, authenticated" in lines[3]
-    assert "verified, signer alice@example.com" in lines[4]
-    assert lines[5].endswith(" intact")
+    assert "STARTTLS (certificate and host name verified" in lines[3]
+    assert lines[3].endswith("bob@example.org delivered")
+    assert "aes-256-gcm, authenticated" in lines[5]
+    assert "verified, signer alice@example.com" in lines[6]
+    assert lines[7].endswith(" intact")
     assert lines[-1] == LAST
 
 
@@ -44,4 +55,4 @@ def test_run_demo_in_process() -> None:
     assert run_demo(print_line=lines.append) == 0
     check_steps(lines)
     assert "outer Subject is ..." in lines[2]  # the real Subject travels encrypted
-    assert "restored Subject: Q3 figures (confidential)" in lines[5]
+    assert "restored Subject: Q3 figures (confidential)" in lines[7]

@@ -12,6 +12,7 @@ from .encoding import CrlfWriter
 
 __all__ = [
     "MAX_HEADER_SECTION",
+    "PrefixedSource",
     "RestoringSink",
     "StreamDecryptResult",
     "Streamed",
@@ -47,7 +48,7 @@ class StreamDecryptResult:
     so it counts for nothing; :func:`securemail.pgp.decrypt` checks it in memory."""
 
 
-class _Prefixed:
+class PrefixedSource:
     """``prefix`` first, then the rest of ``source`` (bytes read ahead are not lost)."""
 
     def __init__(self, prefix: bytes | memoryview, source: Source) -> None:
@@ -74,7 +75,7 @@ def read_header_section(source: Source, prefix: bytes = b"") -> tuple[bytes, Sou
             end = bytes(window).find(marker) if len(window) < len(data) else data.find(marker)
             if end >= 0:
                 header = wire.canonicalize(bytes(window[: end + len(marker)]))
-                return header, _Prefixed(memoryview(data)[end + len(marker) :], source)
+                return header, PrefixedSource(memoryview(data)[end + len(marker) :], source)
         if len(data) > MAX_HEADER_SECTION:
             raise MalformedMessageError("the header section is larger than 1 MiB")
         count = source.readinto(chunk)
