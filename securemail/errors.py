@@ -37,6 +37,7 @@ __all__ = [
     "NoSecretKeyError",
     "NotARecipientError",
     "NotSignedError",
+    "OutboxError",
     "PartialSignatureError",
     "PolicyError",
     "ProtectionRequiredError",
@@ -57,6 +58,7 @@ __all__ = [
     "TransportConfigError",
     "TransportError",
     "UnauthenticatedContentError",
+    "UnknownMessageError",
     "UnsupportedAlgorithmError",
     "UntrustedCertificateError",
     "WeakKeyError",
@@ -538,3 +540,27 @@ class DeliveryError(TransportError):
     def __init__(self, host: str, result: object, summary: str, *, temporary: bool) -> None:
         self.result = result
         super().__init__(host, summary, temporary=temporary)
+
+
+# --- the outbox (securemail.transport.outbox) ------------------------------------------------
+
+
+class OutboxError(SecureMailError):
+    """The outbox cannot be used: its database or spool directory cannot be created, opened,
+    read or written, it is not an outbox (or one from another securemail version), or a stored
+    message is missing. ``path`` is the database file; ``reason`` says what went wrong (never
+    message content)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"outbox {path}: {reason}")
+
+
+class UnknownMessageError(OutboxError, LookupError):
+    """No message with this id is in the outbox: never enqueued, or purged since.
+    ``message_id`` is the id asked for."""
+
+    def __init__(self, path: str, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(path, f"no message {message_id!r}")

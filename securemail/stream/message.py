@@ -4,6 +4,7 @@ restored (RFC 9788 header protection) in front of a decrypted body on the way ou
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from .. import payload, wire
 from ..errors import MalformedMessageError
@@ -64,18 +65,37 @@ class PrefixedSource:
         return self._source.readinto(buffer) or 0
 
 
+_EMPTY_LINE = re.compile(rb"(?:\A|\n)\r?\n")  # the end of a header section
+
+
 def read_header_section(source: Source, prefix: bytes = b"") -> tuple[bytes, Source]:
     """The header section of the message in ``source`` (CRLF, ending with the empty line)
-    and a source for its body, without reading more than the header needs."""
+    and a source for its body, without reading more than the header needs.
+
+    A message saved from a mail store may start with an mbox ``From `` line (RFC 4155),
+    which is dropped as the in-memory readers drop it. The section ends at the first empty
+    line, whatever the line ends: a header saved with LF may precede CRLF armor."""
     data = prefix
     chunk = bytearray(8192)
+    mbox_checked = False
     while True:
-        window = memoryview(data)[: MAX_HEADER_SECTION + 4]
-        for marker in (b"\r\n\r\n", b"\n\n"):
-            end = bytes(window).find(marker) if len(window) < len(data) else data.find(marker)
-            if end >= 0:
-                header = wire.canonicalize(bytes(window[: end + len(marker)]))
-                return header, PrefixedSource(memoryview(data)[end + len(marker) :], source)
+        if not mbox_checked and (len(data) >= 5 or b"\n" in data):
+            mbox_checked = True
+            if data.startswith(b"From "):
+                line_end = data.find(b"\n")
+                while line_end < 0 and len(data) <= MAX_HEADER_SECTION:
+                    count = source.readinto(chunk)
+                    if not count:
+                        raise MalformedMessageError("the message ends inside its header section")
+                    data = data + bytes(chunk[:count])
+                    line_end = data.find(b"\n")
+                if line_end < 0:
+                    raise MalformedMessageError("the header section is larger than 1 MiB")
+                data = data[line_end + 1 :]
+        window = bytes(memoryview(data)[: MAX_HEADER_SECTION + 4])
+        if (found := _EMPTY_LINE.search(window)) is not None:
+            header = wire.canonicalize(window[: found.end()])
+            return header, PrefixedSource(memoryview(data)[found.end() :], source)
         if len(data) > MAX_HEADER_SECTION:
             raise MalformedMessageError("the header section is larger than 1 MiB")
         count = source.readinto(chunk)
@@ -114,15 +134,10 @@ class RestoringSink:
 
     def _header_end(self) -> tuple[int, bool] | None:
         """Where the header section ends, and whether its lines end in bare LF."""
-        for empty in (b"\r\n", b"\n"):
-            if self._head.startswith(empty):
-                return len(empty), empty == b"\n"
-        ends = [
-            (at + len(marker), marker == b"\n\n")
-            for marker in (b"\r\n\r\n", b"\n\n")
-            if (at := self._head.find(marker)) >= 0
-        ]
-        return min(ends) if ends else None
+        found = _EMPTY_LINE.search(self._head)
+        if found is None:
+            return None
+        return found.end(), b"\r" not in found.group()
 
     def _emit(self, header: bytes, rest: bytes, *, lf: bool) -> None:
         if lf:

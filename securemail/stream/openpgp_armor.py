@@ -235,9 +235,10 @@ class ArmorReader:
     def _decode(self, chars: bytes) -> None:
         if chars:
             try:
-                self._output(pybase64.b64decode(chars, validate=True))
+                decoded = pybase64.b64decode(chars, validate=True)
             except ValueError:
                 raise ArmorError("invalid base64 in the armor") from None
+            self._output(decoded)  # outside the try: what the reader raises is its own
 
 
 def _first(block: bytes, position: int, *needles: bytes) -> int:

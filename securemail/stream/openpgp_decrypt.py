@@ -147,7 +147,9 @@ class _Inflater:
 
     ``emit`` receives the output in pieces of at most CHUNK bytes and returns False to
     stop (past the output limit): a few bytes of BZip2 can expand to gigabytes, which are
-    then never produced. Errors of the decompressor become :class:`MalformedPacket`;
+    then never produced. Octets after the end of the compressed stream are ignored, as gpg,
+    Sequoia and the in-memory reader ignore them (the MDC covers them all the same).
+    Errors of the decompressor become :class:`MalformedPacket`;
     errors of ``emit`` (a full disk under the spool) pass through as they are."""
 
     def __init__(self, algorithm: int) -> None:
@@ -165,11 +167,13 @@ class _Inflater:
     def feed(self, data: Data, emit: Callable[[bytes], bool]) -> None:
         if self._zlib is not None:
             if self._zlib.eof:
-                raise MalformedPacket("data after the end of the compressed stream")
+                return  # octets after the deflate stream (RNP writes some): ignored, as by gpg
             more = emit(_inflate(self._zlib.decompress, data))
             while more and self._zlib.unconsumed_tail:
                 more = emit(_inflate(self._zlib.decompress, self._zlib.unconsumed_tail))
         elif self._bz2 is not None:
+            if self._bz2.eof:
+                return
             more = emit(_inflate(self._bz2.decompress, data))
             while more and not self._bz2.needs_input and not self._bz2.eof:
                 more = emit(_inflate(self._bz2.decompress, b""))
@@ -180,9 +184,9 @@ class _Inflater:
         if self._zlib is not None:
             while (out := _inflate(self._zlib.decompress, b"")) and emit(out):
                 pass
-            if not self._zlib.eof or self._zlib.unused_data:
+            if not self._zlib.eof:
                 raise MalformedPacket("the compressed stream is incomplete")
-        elif self._bz2 is not None and (not self._bz2.eof or self._bz2.unused_data):
+        elif self._bz2 is not None and not self._bz2.eof:
             raise MalformedPacket("the compressed stream is incomplete")
 
 

@@ -67,6 +67,7 @@ from ..errors import (
     SMTPTimeoutError,
     TLSError,
     TLSRequiredError,
+    TransportError,
 )
 from ..headers import check_address
 from ..results import ProtectedMessage
@@ -116,6 +117,81 @@ def tls_context(config: SMTPConfig) -> ssl.SSLContext:
 
 def _text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+
+
+# --- the dialogue's pure parts, shared with the asyncio transport --------------------------------
+
+
+def _reply_line(line: bytes) -> tuple[int, bytes, bool]:
+    """One reply line: its code (-1 when it has none), its text, and whether more follow."""
+    text = line[4:].strip(b" \t\r\n")
+    if not line[:3].isdigit():
+        return -1, text, False
+    return int(line[:3]), text, line[3:4] == b"-"
+
+
+def _shown_command(data: bytes, secret: bool) -> str:
+    """A command line as the debug log shows it: during AUTH, the verb and mechanism only."""
+    text = data.decode("ascii", "replace").rstrip("\r\n")
+    if secret:  # AUTH: keep the verb and the mechanism, hide the rest
+        words = text.split(" ")
+        text = " ".join([*words[:2], "[hidden]"]) if words[0].upper() == "AUTH" else ""
+        text = text or "[hidden]"
+    return text
+
+
+def _shown_reply(code: int, reply: bytes, secret: bool) -> str:
+    """A reply as the debug log shows it (AUTH challenges hidden), on one line."""
+    shown = "[hidden]" if secret and code == 334 else _text(reply)
+    return shown.replace("\n", " | ").replace("\r", " ")
+
+
+def _tls_error(config: SMTPConfig, kind: str, detail: str = "") -> TLSError:
+    """A TLS failure: :class:`~securemail.errors.TLSRequiredError` unless opportunistic."""
+    if config.tls == "opportunistic":
+        return TLSError(config.host, kind, detail)
+    return TLSRequiredError(config.host, kind, detail)
+
+
+def _handshake_error(config: SMTPConfig, exc: BaseException) -> TLSError:
+    """What a failed TLS handshake (``ssl`` or connection error) means."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _tls_error(config, "certificate", exc.verify_message or exc.reason or "")
+    reason = getattr(exc, "reason", None) or exc.__class__.__name__
+    return _tls_error(config, "handshake", str(reason))
+
+
+def _refused(host: str, what: str, code: int, reply: bytes) -> SMTPConnectionError:
+    """The server refused ``what`` (the session, EHLO and HELO) with ``code``."""
+    return SMTPConnectionError(
+        host,
+        f"the server refused {what} ({code})",
+        code=code,
+        reply=_text(reply),
+        temporary=not 500 <= code < 600,
+    )
+
+
+def _starttls_missing(config: SMTPConfig) -> TLSRequiredError | None:
+    """The error for a server that does not offer STARTTLS; None (go on in plaintext, with a
+    warning) when opportunistic."""
+    if config.tls == "opportunistic":
+        _log.warning("%s does not offer STARTTLS: sending unencrypted", config.host)
+        return None
+    return TLSRequiredError(config.host, "starttls-not-offered")
+
+
+def _starttls_refused(config: SMTPConfig, code: int, reply: bytes) -> TransportError | None:
+    """The error for a STARTTLS answered with ``code``, not 220; None (go on in plaintext,
+    with a warning) when opportunistic. After a 421 the server has closed the session."""
+    if code == 421:
+        return SMTPConnectionError(
+            config.host, "the server closed the session", code=code, reply=_text(reply)
+        )
+    if config.tls == "opportunistic":
+        _log.warning("%s refused STARTTLS (%d): sending unencrypted", config.host, code)
+        return None
+    return TLSRequiredError(config.host, "starttls-refused", f"{code} {_text(reply)}")
 
 
 # --- the session: smtplib's protocol code, our I/O -----------------------------------------------
@@ -190,25 +266,20 @@ class _Session(smtplib.SMTP):
 
     def _tls_failure(self, kind: str, detail: str = "") -> TLSError:
         self.close()
-        if self.config.tls == "opportunistic":
-            return TLSError(self.host, kind, detail)
-        return TLSRequiredError(self.host, kind, detail)
+        return _tls_error(self.config, kind, detail)
 
     def _handshake(self, sock: socket.socket) -> ssl.SSLSocket:
         context = tls_context(self.config)
         sock.settimeout(self._remaining())
         try:
             secured = context.wrap_socket(sock, server_hostname=self.config.tls_name)
-        except ssl.SSLCertVerificationError as exc:
-            sock.close()
-            raise self._tls_failure("certificate", exc.verify_message or exc.reason or "") from None
         except TimeoutError:
             sock.close()
             raise self._timed_out() from None
         except (ssl.SSLError, OSError, ValueError) as exc:
             sock.close()
-            reason = getattr(exc, "reason", None) or exc.__class__.__name__
-            raise self._tls_failure("handshake", str(reason)) from None
+            self.close()
+            raise _handshake_error(self.config, exc) from None
         self.encrypted = True
         _log.debug("%s: %s, %s", self.host, secured.version(), (secured.cipher() or ("?",))[0])
         return secured
@@ -246,12 +317,7 @@ class _Session(smtplib.SMTP):
     def send(self, s: ReadableBuffer | str) -> None:
         data = s.encode(self.command_encoding) if isinstance(s, str) else bytes(s)
         if _log.isEnabledFor(logging.DEBUG):
-            text = data.decode("ascii", "replace").rstrip("\r\n")
-            if self._secret:  # AUTH: keep the verb and the mechanism, hide the rest
-                words = text.split(" ")
-                text = " ".join([*words[:2], "[hidden]"]) if words[0].upper() == "AUTH" else ""
-                text = text or "[hidden]"
-            _log.debug("%s >>> %s", self.host, text)
+            _log.debug("%s >>> %s", self.host, _shown_command(data, self._secret))
         self.send_raw(data)
 
     def send_raw(self, data: Data) -> None:
@@ -273,20 +339,13 @@ class _Session(smtplib.SMTP):
     def getreply(self) -> tuple[int, bytes]:
         lines: list[bytes] = []
         code = -1
-        while True:
-            line = self._readline()
-            lines.append(line[4:].strip(b" \t\r\n"))
-            if not line[:3].isdigit():
-                code = -1
-                break
-            code = int(line[:3])
-            if line[3:4] != b"-":
-                break
+        more = True
+        while more:
+            code, text, more = _reply_line(self._readline())
+            lines.append(text)
         reply = b"\n".join(lines)
         if _log.isEnabledFor(logging.DEBUG):
-            shown = "[hidden]" if self._secret and code == 334 else _text(reply)
-            shown = shown.replace("\n", " | ").replace("\r", " ")
-            _log.debug("%s <<< %d %s", self.host, code, shown)
+            _log.debug("%s <<< %d %s", self.host, code, _shown_reply(code, reply, self._secret))
         return code, reply
 
     def _readline(self) -> bytes:
@@ -354,19 +413,26 @@ class _Session(smtplib.SMTP):
 # --- what is sent --------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _Outgoing:
-    """A message ready for the wire: its first bytes (at least the header section), the
-    rest as a source when it is streamed, and what the envelope and the checks need."""
+@dataclasses.dataclass(frozen=True)
+class _Envelope:
+    """A checked message: its first bytes (at least the header section; all of it when it
+    is not streamed), and what the envelope and the checks against the server need."""
 
     head: bytes
-    source: Source | None
     size: int | None
     """The size announced with SIZE= (exact for bytes, the file size for files)."""
     eight_bit: bool | None
     """Whether the message holds 8-bit bytes; None when a stream has not been read yet."""
     mail_from: str
     recipients: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outgoing(_Envelope):
+    """A message ready for the wire: checked, and the rest of it as a source when it is
+    streamed."""
+
+    source: Source | None
 
     def chunks(self) -> Iterator[Data]:
         if self.head:
@@ -467,56 +533,49 @@ def _read_head(source: Source) -> bytes:
     return bytes(head)
 
 
-def _prepare(
-    message: Sendable,
-    mail_from: str | None,
-    recipients: Iterable[str] | None,
-    config: SMTPConfig,
-    stack: contextlib.ExitStack,
-) -> _Outgoing:
-    if isinstance(recipients, str):
-        raise InputError("recipients= takes a list of addresses, not a single string")
-    default_from: str | None = None
-    default_to: tuple[str, ...] = ()
-    source: Source | None = None
-    size: int | None = None
-    eight_bit: bool | None = None
+def _in_memory(
+    message: object, mail_from: str | None, recipients: Iterable[str] | None
+) -> tuple[bytes, str | None, tuple[str, ...]] | None:
+    """A message given whole: its bytes and the envelope it carries (sender, recipients);
+    None for a message to be streamed."""
     if isinstance(message, ProtectedMessage):
-        head = message.data
-        default_from, default_to = message.mail_from, message.recipients
-    elif isinstance(message, EmailMessage):
+        return message.data, message.mail_from, message.recipients
+    if isinstance(message, EmailMessage):
         for name in ("Bcc", "Resent-Bcc"):
             if name in message:
                 raise BccHeaderError(name)
         head = wire.to_bytes(message)
         # From the object: a compose.Message keeps its Bcc recipients beside the headers.
-        if mail_from is None:
-            default_from = envelope_sender(message)
-        if recipients is None:
-            default_to = envelope_recipients(message)
-    elif isinstance(message, bytes | bytearray | memoryview):
-        head = bytes(message)
-    elif isinstance(message, os.PathLike):
-        source = stack.enter_context(Path(message).open("rb"))  # noqa: SIM115
-        size = _source_size(source)
-        head = _read_head(source)
-    elif hasattr(message, "readinto"):
-        source = message
-        size = _source_size(source)
-        head = _read_head(source)
-    else:
-        raise InputError(
-            f"cannot send a {type(message).__name__}: give a ProtectedMessage, an "
-            "EmailMessage, bytes, a binary file or a path"
-        )
-    if source is None:
+        default_from = envelope_sender(message) if mail_from is None else None
+        default_to = envelope_recipients(message) if recipients is None else ()
+        return head, default_from, default_to
+    if isinstance(message, bytes | bytearray | memoryview):
+        return bytes(message), None, ()
+    return None
+
+
+def _checked(
+    head: bytes,
+    *,
+    streamed: bool,
+    size: int | None,
+    default_from: str | None,
+    default_to: tuple[str, ...],
+    mail_from: str | None,
+    recipients: Iterable[str] | None,
+    config: SMTPConfig,
+) -> _Envelope:
+    """Check a message (header section, Bcc, ``require_protection``) and settle its
+    envelope. ``head`` is the whole message, or its first bytes when ``streamed``."""
+    eight_bit: bool | None = None
+    if not streamed:
         size = canonical_size(head)
         eight_bit = not head.isascii()
     elif not head.isascii():
         eight_bit = True
 
     header_bytes, complete = _header_section(head)
-    if not complete and (source is not None or len(head) > _MAX_HEAD):
+    if not complete and (streamed or len(head) > _MAX_HEAD):
         raise InputError("the message's header section does not end within its first MiB")
     raw = wire.split_entity(header_bytes + b"\r\n")
     if raw.body:
@@ -546,7 +605,49 @@ def _prepare(
     to = _unique(_mailbox("RCPT TO", r) for r in recipients)
     if not to:
         raise InputError("the message has no recipients: give To/Cc, or pass recipients=")
-    return _Outgoing(head, source, size, eight_bit, sender, to)
+    return _Envelope(head=head, size=size, eight_bit=eight_bit, mail_from=sender, recipients=to)
+
+
+def _prepare(
+    message: Sendable,
+    mail_from: str | None,
+    recipients: Iterable[str] | None,
+    config: SMTPConfig,
+    stack: contextlib.ExitStack,
+) -> _Outgoing:
+    if isinstance(recipients, str):
+        raise InputError("recipients= takes a list of addresses, not a single string")
+    default_from: str | None = None
+    default_to: tuple[str, ...] = ()
+    source: Source | None = None
+    size: int | None = None
+    whole = _in_memory(message, mail_from, recipients)
+    if whole is not None:
+        head, default_from, default_to = whole
+    elif isinstance(message, os.PathLike):
+        source = stack.enter_context(Path(message).open("rb"))  # noqa: SIM115
+        size = _source_size(source)
+        head = _read_head(source)
+    elif hasattr(message, "readinto"):
+        source = message
+        size = _source_size(source)
+        head = _read_head(source)
+    else:
+        raise InputError(
+            f"cannot send a {type(message).__name__}: give a ProtectedMessage, an "
+            "EmailMessage, bytes, a binary file or a path"
+        )
+    envelope = _checked(
+        head,
+        streamed=source is not None,
+        size=size,
+        default_from=default_from,
+        default_to=default_to,
+        mail_from=mail_from,
+        recipients=recipients,
+        config=config,
+    )
+    return _Outgoing(**dataclasses.asdict(envelope), source=source)
 
 
 # --- the transport -------------------------------------------------------------------------------
@@ -559,6 +660,119 @@ def _status(code: int) -> RecipientStatus | None:
     if 500 <= code < 600:
         return RecipientStatus.FAILED
     return RecipientStatus.DEFERRED  # 4xx, and anything unexpected: try again later
+
+
+def _mail_options(host: str, features: dict[str, str], envelope: _Envelope) -> list[str]:
+    """The MAIL FROM parameters for a server with EHLO ``features``; raises if the server
+    cannot take the message."""
+    options = []
+    if "size" in features:
+        limit_text = features.get("size", "").strip()
+        limit = int(limit_text) if limit_text.isdigit() else 0
+        if envelope.size is not None:
+            if limit and envelope.size > limit:
+                raise MessageTooLargeError(host, envelope.size, limit)
+            options.append(f"SIZE={envelope.size}")
+    if "8bitmime" in features:
+        if envelope.eight_bit is not False:
+            options.append("BODY=8BITMIME")
+    elif envelope.eight_bit:
+        raise EightBitUnsupportedError(host)
+    return options
+
+
+class _Ledger:
+    """The account of one mail transaction: each reply is entered as it comes, and
+    :meth:`result` gives every recipient the status the replies decided."""
+
+    def __init__(self, host: str, envelope: _Envelope) -> None:
+        self._host = host
+        self._envelope = envelope
+        self._settled: dict[str, RecipientResult] = {}
+        self.accepted: list[str] = []
+        self.final: tuple[int | None, str] = (None, "")
+        """The reply that ended the transaction (so far)."""
+
+    def _settle(
+        self,
+        addresses: Iterable[str],
+        code: int | None,
+        reply: str,
+        success: RecipientStatus = RecipientStatus.DELIVERED,
+    ) -> None:
+        status = RecipientStatus.DEFERRED if code is None else _status(code) or success
+        for address in addresses:
+            self._settled[address] = RecipientResult(address, status, code, reply)
+
+    def _open(self) -> list[str]:
+        return [r for r in self._envelope.recipients if r not in self._settled]
+
+    def mail(self, code: int, reply: bytes) -> bool:
+        """The reply to MAIL FROM; whether the transaction goes on."""
+        self.final = (code, _text(reply))
+        if _status(code) is not None:
+            self._settle(self._envelope.recipients, *self.final)
+            return False
+        return True
+
+    def rcpt(self, address: str, code: int, reply: bytes) -> bool:
+        """The reply to RCPT TO for ``address``; whether the transaction goes on."""
+        self.final = (code, _text(reply))
+        if _status(code) is None:
+            self.accepted.append(address)
+        else:
+            self._settle([address], *self.final)
+        if code == 421:
+            self._settle(self._open(), *self.final)
+            return False
+        return True
+
+    def data(self, code: int, reply: bytes) -> bool:
+        """The reply to DATA; whether the message is to be sent."""
+        self.final = (code, _text(reply))
+        if code != 354:
+            # Only the reply to the final dot can mean delivered.
+            self._settle(self.accepted, *self.final, success=RecipientStatus.DEFERRED)
+            return False
+        return True
+
+    def done(self, code: int, reply: bytes) -> None:
+        """The reply to the final dot."""
+        self.final = (code, _text(reply))
+        self._settle(self.accepted, *self.final)
+
+    def lost(self, exc: Exception) -> None:
+        """The connection was lost or a deadline passed (``exc`` says which): whoever is
+        not settled yet is deferred."""
+        what = (
+            f"gave up waiting ({exc.reason})"
+            if isinstance(exc, SMTPTimeoutError)
+            else f"connection lost ({exc})"
+        )
+        if self.final[0] == 354:
+            why = (
+                f"{what} before the server confirmed the message; "
+                "it may or may not have been delivered"
+            )
+        else:
+            why = f"{what} before the message was sent"
+        self.final = (None, why)
+        self._settle(self._open(), *self.final)
+
+    @property
+    def ends_session(self) -> bool:
+        """The last reply closes the session: a 421, or a reply out of step."""
+        code = self.final[0]
+        return code is not None and (code == 421 or not (200 <= code < 300 or 400 <= code < 600))
+
+    def result(self) -> SendResult:
+        return SendResult(
+            host=self._host,
+            mail_from=self._envelope.mail_from,
+            recipients=tuple(self._settled[address] for address in self._envelope.recipients),
+            code=self.final[0],
+            reply=self.final[1],
+        )
 
 
 class _DataSink:
@@ -657,7 +871,7 @@ class SMTPTransport:
         with contextlib.ExitStack() as stack:
             outgoing = _prepare(message, mail_from, recipients, self._config, stack)
             session = self._ready()
-            options = self._check_fit(session, outgoing)
+            options = _mail_options(self._config.host, session.esmtp_features, outgoing)
             result = self._transaction(session, outgoing, options)
         _log.info(
             "%s: %d delivered, %d deferred, %d failed",
@@ -691,13 +905,7 @@ class SMTPTransport:
         code, reply = session.connect(config.host, config.port)
         if code != 220:
             session.quit_quietly()
-            raise SMTPConnectionError(
-                config.host,
-                f"the server refused the session ({code})",
-                code=code,
-                reply=_text(reply),
-                temporary=not 500 <= code < 600,
-            )
+            raise _refused(config.host, "the session", code, reply)
         self._hello(session)
         if config.tls != "implicit":
             self._starttls(session)
@@ -720,37 +928,29 @@ class SMTPTransport:
             code, reply = session.helo()
         if not 200 <= code < 300:
             session.quit_quietly()
-            raise SMTPConnectionError(
-                self._config.host,
-                f"the server refused EHLO and HELO ({code})",
-                code=code,
-                reply=_text(reply),
-                temporary=not 500 <= code < 600,
-            )
+            raise _refused(self._config.host, "EHLO and HELO", code, reply)
 
     def _starttls(self, session: _Session) -> None:
         config = self._config
         if not session.has_extn("starttls"):
-            if config.tls == "opportunistic":
-                _log.warning("%s does not offer STARTTLS: sending unencrypted", config.host)
+            missing = _starttls_missing(config)
+            if missing is None:
                 return
             session.quit_quietly()
-            raise TLSRequiredError(config.host, "starttls-not-offered")
+            raise missing
         session.arm("STARTTLS", config.deadlines.command)
         code, reply = session.starttls_checked()
         if code == 220:
             self._hello(session)
             return
+        refused = _starttls_refused(config, code, reply)
+        if refused is None:
+            return
         if code == 421:
             session.close()
-            raise SMTPConnectionError(
-                config.host, "the server closed the session", code=code, reply=_text(reply)
-            )
-        if config.tls == "opportunistic":
-            _log.warning("%s refused STARTTLS (%d): sending unencrypted", config.host, code)
-            return
-        session.quit_quietly()
-        raise TLSRequiredError(config.host, "starttls-refused", f"{code} {_text(reply)}")
+        else:
+            session.quit_quietly()
+        raise refused
 
     def _ready(self) -> _Session:
         session = self._session
@@ -770,23 +970,6 @@ class SMTPTransport:
         self._session = self._open()
         return self._session
 
-    def _check_fit(self, session: _Session, outgoing: _Outgoing) -> list[str]:
-        """The MAIL FROM parameters; raises if the server cannot take the message."""
-        options = []
-        if session.has_extn("size"):
-            limit_text = session.esmtp_features.get("size", "").strip()
-            limit = int(limit_text) if limit_text.isdigit() else 0
-            if outgoing.size is not None:
-                if limit and outgoing.size > limit:
-                    raise MessageTooLargeError(self._config.host, outgoing.size, limit)
-                options.append(f"SIZE={outgoing.size}")
-        if session.has_extn("8bitmime"):
-            if outgoing.eight_bit is not False:
-                options.append("BODY=8BITMIME")
-        elif outgoing.eight_bit:
-            raise EightBitUnsupportedError(self._config.host)
-        return options
-
     # the mail transaction
 
     def _transaction(
@@ -794,78 +977,33 @@ class SMTPTransport:
     ) -> SendResult:
         deadlines = self._config.deadlines
         session.fresh = False
-        settled: dict[str, RecipientResult] = {}
-        accepted: list[str] = []
-        final: tuple[int | None, str] = (None, "")
-
-        def settle(
-            addresses: Iterable[str],
-            code: int | None,
-            reply: str,
-            success: RecipientStatus = RecipientStatus.DELIVERED,
-        ) -> None:
-            status = RecipientStatus.DEFERRED if code is None else _status(code) or success
-            for address in addresses:
-                settled[address] = RecipientResult(address, status, code, reply)
-
-        def open_recipients() -> list[str]:
-            return [r for r in outgoing.recipients if r not in settled]
-
+        ledger = _Ledger(self._config.host, outgoing)
         try:
             session.arm("MAIL", deadlines.mail)
             parameters = "".join(f" {option}" for option in options)
-            code, raw = session.docmd("MAIL", f"FROM:<{outgoing.mail_from}>{parameters}")
-            final = (code, _text(raw))
-            if _status(code) is not None:
-                settle(outgoing.recipients, *final)
-                return self._result(session, outgoing, settled, final)
+            if not ledger.mail(*session.docmd("MAIL", f"FROM:<{outgoing.mail_from}>{parameters}")):
+                return self._result(session, ledger)
             for address in outgoing.recipients:
                 session.arm("RCPT", deadlines.rcpt)
-                code, raw = session.docmd("RCPT", f"TO:<{address}>")
-                final = (code, _text(raw))
-                if _status(code) is None:
-                    accepted.append(address)
-                else:
-                    settle([address], *final)
-                if code == 421:
-                    settle(open_recipients(), *final)
-                    return self._result(session, outgoing, settled, final)
-            if not accepted:
-                return self._result(session, outgoing, settled, final)
+                if not ledger.rcpt(address, *session.docmd("RCPT", f"TO:<{address}>")):
+                    return self._result(session, ledger)
+            if not ledger.accepted:
+                return self._result(session, ledger)
             session.arm("DATA", deadlines.data_init)
-            code, raw = session.docmd("DATA")
-            final = (code, _text(raw))
-            if code != 354:
-                # Only the reply to the final dot can mean delivered.
-                settle(accepted, *final, success=RecipientStatus.DEFERRED)
-                return self._result(session, outgoing, settled, final)
+            if not ledger.data(*session.docmd("DATA")):
+                return self._result(session, ledger)
             self._stream(session, outgoing)
             session.arm("end of DATA", deadlines.data_done)
-            code, raw = session.getreply()
-            final = (code, _text(raw))
-            settle(accepted, *final)
+            ledger.done(*session.getreply())
         except (smtplib.SMTPServerDisconnected, SMTPTimeoutError) as exc:
             session.close()
-            what = (
-                f"gave up waiting ({exc.reason})"
-                if isinstance(exc, SMTPTimeoutError)
-                else f"connection lost ({exc})"
-            )
-            if final[0] == 354:
-                why = (
-                    f"{what} before the server confirmed the message; "
-                    "it may or may not have been delivered"
-                )
-            else:
-                why = f"{what} before the message was sent"
-            final = (None, why)
-            settle(open_recipients(), *final)
+            ledger.lost(exc)
         except BaseException:
             # The caller's data failed mid-message: drop the connection before the final
             # dot, so that the server discards what it has.
             session.close()
             raise
-        return self._result(session, outgoing, settled, final)
+        return self._result(session, ledger)
 
     def _stream(self, session: _Session, outgoing: _Outgoing) -> None:
         check_ascii = outgoing.eight_bit is None and not session.has_extn("8bitmime")
@@ -876,23 +1014,10 @@ class SMTPTransport:
             writer.write(chunk)
         writer.finalize()
 
-    def _result(
-        self,
-        session: _Session,
-        outgoing: _Outgoing,
-        settled: dict[str, RecipientResult],
-        final: tuple[int | None, str],
-    ) -> SendResult:
-        code = final[0]
-        if code is not None and (code == 421 or not (200 <= code < 300 or 400 <= code < 600)):
+    def _result(self, session: _Session, ledger: _Ledger) -> SendResult:
+        if ledger.ends_session:
             session.close()  # the server is closing, or the dialogue is out of step
-        return SendResult(
-            host=self._config.host,
-            mail_from=outgoing.mail_from,
-            recipients=tuple(settled[address] for address in outgoing.recipients),
-            code=code,
-            reply=final[1],
-        )
+        return ledger.result()
 
 
 def send(
