@@ -7,7 +7,7 @@ low-level DATA stream writer.
 
 from .config import Deadlines, SMTPConfig, TLSMode
 from .data import DataWriter
-from .results import RecipientResult, RecipientStatus, SendResult
+from .results import RecipientResult, RecipientStatus, SendResult, TLSInfo
 from .smtp import Sendable, SMTPTransport, check_encrypted, send, tls_context
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SMTPTransport",
     "SendResult",
     "Sendable",
+    "TLSInfo",
     "TLSMode",
     "check_encrypted",
     "send",

@@ -83,7 +83,7 @@ from ..errors import (
 from ..stream.base import CHUNK, Data, Source
 from .config import SMTPConfig
 from .data import DataWriter
-from .results import SendResult
+from .results import SendResult, TLSInfo
 from .smtp import (
     _MAX_HEAD,
     _MAX_LINE,
@@ -323,6 +323,7 @@ class _Session:
         self.host = config.host
         self.local_hostname = local_hostname
         self.encrypted = False
+        self.tls_info: TLSInfo | None = None
         self.fresh = True
         """No transaction has run on this connection yet (no RSET needed)."""
         self.features: dict[str, str] = {}
@@ -398,12 +399,13 @@ class _Session:
             raise self._lost(wire.ended or "the connection is closed")
         # asyncio's own handshake timeout is set past the step's deadline, which rules.
         slack = self._deadline - self._loop.time() + 1.0
+        context = tls_context(self.config)
         try:
             secured = await self._within(
                 self._loop.start_tls(
                     wire.transport,
                     wire,
-                    tls_context(self.config),
+                    context,
                     server_hostname=self.config.tls_name,
                     ssl_handshake_timeout=max(slack, 1.0),
                 )
@@ -418,8 +420,9 @@ class _Session:
         self.encrypted = True
         ssl_object = secured.get_extra_info("ssl_object")
         if ssl_object is not None:
-            cipher = (ssl_object.cipher() or ("?",))[0]
-            _log.debug("%s: %s, %s", self.host, ssl_object.version(), cipher)
+            verified = context.verify_mode == ssl.CERT_REQUIRED
+            self.tls_info = TLSInfo.of(ssl_object, verified=verified)
+            _log.debug("%s: %s, %s", self.host, self.tls_info.version, self.tls_info.cipher)
 
     async def starttls_checked(self) -> tuple[int, bytes]:
         """STARTTLS, then the handshake. Returns the reply if the server did not agree.
@@ -964,7 +967,7 @@ class AsyncSMTPTransport:
     def _result(self, session: _Session, ledger: _Ledger) -> SendResult:
         if ledger.ends_session:
             session.abort()  # the server is closing, or the dialogue is out of step
-        return ledger.result()
+        return dataclasses.replace(ledger.result(), tls=session.tls_info)
 
 
 async def send_async(

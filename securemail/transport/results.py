@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import re
+import ssl
 
 from ..errors import DeliveryError
 
-__all__ = ["RecipientResult", "RecipientStatus", "SendResult"]
+__all__ = ["RecipientResult", "RecipientStatus", "SendResult", "TLSInfo"]
 
 _QUEUE_ID = re.compile(r"queued as ([A-Za-z0-9._-]+)|\bid=([A-Za-z0-9._-]+)", re.IGNORECASE)
 
@@ -45,6 +47,32 @@ class RecipientResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class TLSInfo:
+    """The TLS session a message went over: what an auditor asks after ("was it encrypted
+    in transit, and to whom?")."""
+
+    version: str
+    """As :meth:`ssl.SSLSocket.version` names it: ``"TLSv1.3"``."""
+    cipher: str
+    """The cipher suite, in OpenSSL's naming: ``"TLS_AES_256_GCM_SHA384"``."""
+    certificate_sha256: str | None
+    """SHA-256 of the server's certificate (DER), hex; None if it sent none."""
+    verified: bool
+    """The certificate chain and host name were checked (``required-verify``,
+    ``implicit``); False when TLS was only opportunistic or unverified."""
+
+    @classmethod
+    def of(cls, connection: ssl.SSLSocket | ssl.SSLObject, *, verified: bool) -> TLSInfo:
+        certificate = connection.getpeercert(binary_form=True)
+        return cls(
+            version=connection.version() or "?",
+            cipher=(connection.cipher() or ("?",))[0],
+            certificate_sha256=hashlib.sha256(certificate).hexdigest() if certificate else None,
+            verified=verified,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class SendResult:
     """The outcome of one mail transaction: a status for every envelope recipient.
 
@@ -58,6 +86,8 @@ class SendResult:
     recipients: tuple[RecipientResult, ...]
     code: int | None
     reply: str
+    tls: TLSInfo | None = None
+    """The TLS session the transaction ran over; None if it ran in plaintext."""
 
     def _addresses(self, status: RecipientStatus) -> tuple[str, ...]:
         return tuple(r.address for r in self.recipients if r.status is status)

@@ -74,7 +74,7 @@ from ..results import ProtectedMessage
 from ..stream.base import CHUNK, Data, Source
 from .config import SMTPConfig
 from .data import DataWriter, canonical_size
-from .results import RecipientResult, RecipientStatus, SendResult
+from .results import RecipientResult, RecipientStatus, SendResult, TLSInfo
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -211,6 +211,7 @@ class _Session(smtplib.SMTP):
         self.config = config
         self.host = config.host
         self.encrypted = False
+        self.tls_info: TLSInfo | None = None
         self.fresh = True
         """No transaction has run on this connection yet (no RSET needed)."""
         self._buffer = bytearray()
@@ -281,7 +282,8 @@ class _Session(smtplib.SMTP):
             self.close()
             raise _handshake_error(self.config, exc) from None
         self.encrypted = True
-        _log.debug("%s: %s, %s", self.host, secured.version(), (secured.cipher() or ("?",))[0])
+        self.tls_info = TLSInfo.of(secured, verified=context.verify_mode == ssl.CERT_REQUIRED)
+        _log.debug("%s: %s, %s", self.host, self.tls_info.version, self.tls_info.cipher)
         return secured
 
     def starttls_checked(self) -> tuple[int, bytes]:
@@ -1017,7 +1019,7 @@ class SMTPTransport:
     def _result(self, session: _Session, ledger: _Ledger) -> SendResult:
         if ledger.ends_session:
             session.close()  # the server is closing, or the dialogue is out of step
-        return ledger.result()
+        return dataclasses.replace(ledger.result(), tls=session.tls_info)
 
 
 def send(

@@ -153,6 +153,8 @@ def test_delivers_byte_identical_over_verified_starttls(
     assert result.ok
     assert result.delivered == (BOB, CAROL)
     assert (result.code, result.queue_id) == (250, "REAL1")
+    assert result.tls is not None and result.tls.verified  # the same account as the sync one
+    assert result.tls.version in ("TLSv1.2", "TLSv1.3") and result.tls.certificate_sha256
     (received,) = server.messages
     assert received.mail_from == "alice@example.org"
     assert received.rcpt_tos == [BOB, CAROL]

@@ -7,6 +7,7 @@ command line, so that "nothing was sent" is checked on the server's side.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 from email.message import EmailMessage
@@ -15,6 +16,8 @@ from typing import Any
 
 import pydantic
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 import securemail
 from securemail import wire
@@ -88,6 +91,28 @@ def test_delivers_over_verified_starttls(real_server: Any, pki: PKI) -> None:
     assert received.content == wire.to_bytes(sent)
     assert b"carol" not in received.content  # Bcc: envelope only
     assert server.verbs() == ["EHLO", "STARTTLS", "EHLO", "MAIL", "RCPT", "RCPT", "DATA", "QUIT"]
+
+
+def leaf_sha256(cert: Any) -> str:
+    der = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def test_result_names_the_tls_session(real_server: Any, pki: PKI) -> None:
+    """For the audit log: the TLS version, cipher and the server certificate's fingerprint,
+    and whether it was verified; None for a plaintext transaction."""
+    verified = send_one(real_server(), pki, message())
+    assert verified.tls is not None
+    assert verified.tls.version in ("TLSv1.2", "TLSv1.3")
+    assert verified.tls.cipher and verified.tls.verified
+    assert verified.tls.certificate_sha256 == leaf_sha256(pki.good)
+    unverified = send(message(), config_for(real_server(pki.stranger_cert).port, tls="required"))
+    assert unverified.tls is not None and not unverified.tls.verified
+    assert unverified.tls.certificate_sha256 == leaf_sha256(pki.stranger_cert)
+    plain = send(message(), config_for(real_server(starttls=False).port, tls="opportunistic"))
+    assert plain.ok and plain.tls is None
 
 
 def test_authenticates_only_after_tls(real_server: Any, pki: PKI) -> None:
