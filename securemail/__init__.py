@@ -40,12 +40,13 @@ from .keys import (
 )
 from .policy import COMPATIBLE, DEFAULT, STRICT, Policy
 from .results import DecryptResult, ProtectedMessage, ReadResult, SignatureStatus, VerifyResult
-from .smime import decrypt, encrypt, read, sign, verify
+from .smime import PasswordRecipient, decrypt, encrypt, read, sign, verify
 
 if TYPE_CHECKING:
-    from .transport import SendResult, SMTPConfig, SMTPTransport, send
+    from .governance.gateway import send
+    from .transport import SendResult, SMTPConfig, SMTPTransport
 
-_TRANSPORT = frozenset({"SMTPConfig", "SMTPTransport", "SendResult", "send"})
+_TRANSPORT = frozenset({"SMTPConfig", "SMTPTransport", "SendResult"})
 
 
 def __getattr__(name: str) -> Any:
@@ -55,6 +56,10 @@ def __getattr__(name: str) -> Any:
         from . import transport
 
         return getattr(transport, name)
+    if name == "send":  # plain, or governed by rules (policy=...)
+        from .governance.gateway import send
+
+        return send
     raise AttributeError(f"module 'securemail' has no attribute {name!r}")
 
 
@@ -66,6 +71,7 @@ __all__ = [
     "Identity",
     "Message",
     "MessageBuilder",
+    "PasswordRecipient",
     "Policy",
     "ProtectedMessage",
     "ReadResult",

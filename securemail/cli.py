@@ -9,6 +9,7 @@ tracebacks (set ``SECUREMAIL_DEBUG=1`` to see one when reporting a bug).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import os
 import sys
@@ -29,6 +30,7 @@ from .stream import smime as stream_smime
 from .stream.message import PrefixedSource
 
 if TYPE_CHECKING:  # the transport (pydantic) is imported only by `send`
+    from .governance.directory import Directory
     from .transport.config import SMTPConfig
     from .transport.dkim import DKIMSigner
     from .transport.smtp import Sendable
@@ -89,6 +91,18 @@ def _password(args: argparse.Namespace) -> bytes | None:
 
 def _identity(args: argparse.Namespace) -> Identity:
     return load_identity(args.key, args.cert, password=_password(args), chain=args.chain)
+
+
+def _message_password(args: argparse.Namespace) -> bytes | None:
+    """The RFC 3211 message password: the first line of --pwri-password-file (distinct from
+    --password-file, which unlocks a key)."""
+    path = getattr(args, "pwri_password_file", None)
+    if not path:
+        return None
+    line = Path(path).read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
+    if not line:
+        raise InputError(f"{path}: the first line is empty; it must hold the message password")
+    return line
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -161,6 +175,8 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
     if args.pgp:
         from .pgp import encrypt as pgp_encrypt
 
+        if args.pwri_password_file:
+            raise _UsageError("--pwri-password-file is for S/MIME only")
         if not (args.recipient_key or args.recipient or args.gnupg_home):
             raise _UsageError("--recipient-key (or --gnupg-home) is required with --pgp")
         keys = [*(args.recipient_key or ()), *(args.secret_key or ())]
@@ -193,10 +209,16 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
             policy=_policy(args),
         )
     else:
-        from .smime import encrypt
+        from .smime import PasswordRecipient, encrypt
 
-        _need(args, "--recipient-cert", "for S/MIME encryption")
-        recipients = [Recipient.load(path) for path in args.recipient_cert]
+        secret = _message_password(args)
+        if secret is None:
+            _need(args, "--recipient-cert", "for S/MIME encryption (or --pwri-password-file)")
+        recipients: list[Recipient | PasswordRecipient] = [
+            Recipient.load(path) for path in args.recipient_cert or ()
+        ]
+        if secret is not None:
+            recipients.append(PasswordRecipient(secret))
         signer_id = _identity(args) if args.key else None
         trust = [c for path in args.trust for c in load_certificates(path)] if args.trust else None
         if message.streaming:
@@ -225,6 +247,8 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
     if args.pgp:
         from .pgp import decrypt as pgp_decrypt
 
+        if args.pwri_password_file:
+            raise _UsageError("--pwri-password-file is for S/MIME only")
         if not (args.secret_key or args.gnupg_home):
             raise _UsageError("--secret-key (or --gnupg-home) is required with --pgp")
         if message.streaming:
@@ -255,18 +279,26 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
     else:
         from .smime import decrypt
 
-        _need(args, "--key", "for S/MIME decryption")
+        secret = _message_password(args)
+        if secret is None:
+            _need(args, "--key", "for S/MIME decryption (or --pwri-password-file)")
+        identity = _identity(args) if args.key else None
         if message.streaming:
             source, progress = message.source("decrypting")
             with Output(args.output) as out:
                 streamed = stream_smime.decrypt_stream(
-                    source, out, _identity(args), policy=_policy(args), prefix=message.prefix
+                    source,
+                    out,
+                    identity,
+                    password=secret,
+                    policy=_policy(args),
+                    prefix=message.prefix,
                 )
             progress.close()
             if not streamed.authenticated:
                 _warn_unauthenticated(streamed.content_cipher)
             return EXIT_OK
-        result = decrypt(message.prefix, _identity(args), policy=_policy(args))
+        result = decrypt(message.prefix, identity, password=secret, policy=_policy(args))
     _write_output(args.output, result.data)
     if result.signature is not None:
         # A signature made with the encryption (OpenPGP's combined form) has no layer of its
@@ -413,6 +445,21 @@ def _cmd_send(args: argparse.Namespace) -> int:
 
     config = _smtp_config(args)
     dkim = _dkim_signer(args)
+    if args.policy:
+        return _send_governed(args, config, dkim)
+    governed_only = [
+        option
+        for option, value in (
+            ("--directory", args.directory),
+            ("--audit-log", args.audit_log),
+            ("--archive", args.archive),
+            ("--signer-key", args.signer_key),
+            ("--pwri-password-file", args.pwri_password_file),
+        )
+        if value
+    ]
+    if governed_only:
+        raise _UsageError(f"{governed_only[0]} is for a send governed by rules: add --policy")
     with ExitStack() as stack:
         outgoing = _outgoing(args, dkim, stack)
         with SMTPTransport(config) as transport:
@@ -424,10 +471,189 @@ def _cmd_send(args: argparse.Namespace) -> int:
     return EXIT_TEMPFAIL if not result.failed else EXIT_FAILED
 
 
+def _send_governed(args: argparse.Namespace, config: SMTPConfig, dkim: DKIMSigner | None) -> int:
+    """``send --policy``: the rules decide, the directory supplies keys, copies are
+    protected per recipient, and the audit log and the archive record it."""
+    from .governance.archive import Archive
+    from .governance.audit import AuditLog
+    from .governance.gateway import PasswordRequest, send
+    from .governance.rules import RuleSet
+
+    if args.from_addr or args.to:
+        raise _UsageError("with --policy the envelope comes from the message: drop --from/--to")
+    if args.archive and not args.index_key_file:
+        raise _UsageError("--archive needs --index-key-file (the archive's index key)")
+    rules = RuleSet.load(args.policy)
+    message = wire.parse(_whole(open_input(args.input)))
+    signer = None
+    if args.signer_key:
+        signer = load_identity(
+            args.signer_key,
+            args.signer_cert,
+            password=_file_line(args.signer_password_file) if args.signer_password_file else None,
+        )
+    password = _message_password(args)
+
+    def hand_out(request: PasswordRequest) -> bytes:
+        if password is None:  # the rules asked for one and no file was given
+            raise _UsageError("the rules require password encryption: give --pwri-password-file")
+        _note(f"hand the message password to {', '.join(request.recipients)} out of band")
+        return password
+
+    with ExitStack() as stack:
+        directory = stack.enter_context(_key_directory(args)) if _has_directory(args) else None
+        audit = stack.enter_context(AuditLog.open(args.audit_log)) if args.audit_log else None
+        archive = None
+        if args.archive:
+            key = _archive_index_key(args.index_key_file)
+            archive = stack.enter_context(Archive.open(args.archive, index_key=key))
+        result = send(
+            message,
+            config,
+            policy=rules,
+            directory=directory,
+            signer=signer,
+            audit=audit,
+            archive=archive,
+            password_callback=hand_out,
+            dkim=dkim,
+        )
+    for delivery in result.deliveries:
+        for recipient in delivery.result.recipients:
+            print(
+                f"{recipient.status.value:<9} {recipient.address} {recipient.code} "
+                f"{delivery.protection} {recipient.reply}"
+            )
+    for address, reason in result.refused:
+        print(f"refused   {address} - {reason}")
+    if result.ok:
+        return EXIT_OK
+    failed = result.refused or any(d.result.failed for d in result.deliveries)
+    return EXIT_FAILED if failed else EXIT_TEMPFAIL
+
+
+def _has_directory(args: argparse.Namespace) -> bool:
+    return bool(args.directory or os.environ.get("SECUREMAIL_DIRECTORY"))
+
+
+def _file_line(path: str) -> bytes:
+    return Path(path).read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(print_line=print)
+    return run_demo(print_line=print, keep=Path(args.keep) if args.keep else None)
+
+
+# --- policy rules (securemail.governance.rules) ---
+
+
+def _cmd_policy_check(args: argparse.Namespace) -> int:
+    import json
+
+    from .governance.rules import RuleSet
+
+    rules = RuleSet.load(args.policy)  # a malformed policy fails before any input is read
+    decision = rules.evaluate(_whole(open_input(args.input)), recipients=args.recipient)
+    print(json.dumps(decision.to_audit()) if args.json else decision.explain())
+    return EXIT_OK
+
+
+# --- archive (securemail.governance.archive) ---
+
+
+def _archive_when(value: str | None, option: str) -> dt.datetime | None:
+    """An ISO 8601 date or date-time; without a zone it is UTC."""
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise _UsageError(f"{option} wants an ISO 8601 date such as 2025-01-31") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def _archive_index_key(path: str) -> bytes:
+    text = Path(path).read_text(encoding="ascii", errors="replace")
+    try:
+        key = bytes.fromhex("".join(text.split()))
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise InputError(f"{path}: an index key file holds 64 hexadecimal digits")
+    return key
+
+
+def _cmd_archive_list(args: argparse.Namespace) -> int:
+    from .governance.archive import Archive
+
+    by_address = args.to is not None or args.from_addr is not None
+    if by_address and not (args.key or args.index_key_file):
+        raise _UsageError("--to and --from need the index key: give --key or --index-key-file")
+    since = _archive_when(args.since, "--since")
+    until = _archive_when(args.until, "--until")
+    with Archive.open(
+        args.archive,
+        identity=_identity(args) if args.key else None,
+        index_key=_archive_index_key(args.index_key_file) if args.index_key_file else None,
+    ) as archive:
+        entries = archive.find(to=args.to, sender=args.from_addr, since=since, until=until)
+    for entry in entries:
+        date = entry.date.isoformat(timespec="seconds")
+        print(f"{entry.id}\t{date}\t{entry.size}\t{entry.message_id or '-'}")
+    return EXIT_OK
+
+
+def _cmd_archive_get(args: argparse.Namespace) -> int:
+    from .governance.archive import Archive
+
+    identity = _identity(args)
+    with Archive.open(args.archive) as archive:
+        data = archive.get(args.message_id, identity)
+    _write_output(args.output, data)
+    return EXIT_OK
+
+
+# --- the key directory (securemail.governance.directory) ---
+
+
+def _key_directory(args: argparse.Namespace) -> Directory:
+    from .governance.directory import Directory
+
+    path = args.directory or os.environ.get("SECUREMAIL_DIRECTORY")
+    if not path:
+        raise _UsageError("--directory is required (or set SECUREMAIL_DIRECTORY)")
+    trust = [c for name in getattr(args, "trust", None) or () for c in load_certificates(name)]
+    return Directory.open(path, trust=trust or None)
+
+
+def _cmd_keys_import(args: argparse.Namespace) -> int:
+    from .governance.directory import describe
+
+    with _key_directory(args) as directory:
+        report = directory.import_path(*args.paths, password=_password(args))
+    for stored in report.stored:
+        print(f"stored  {describe(stored)}")
+    for name, reason in report.skipped:
+        _note(f"skipped {name}: {reason}")
+    return EXIT_OK
+
+
+def _cmd_keys_list(args: argparse.Namespace) -> int:
+    from .governance.directory import describe
+
+    with _key_directory(args) as directory:
+        for stored in directory.entries():
+            print(describe(stored))
+    return EXIT_OK
+
+
+def _cmd_keys_show(args: argparse.Namespace) -> int:
+    with _key_directory(args) as directory:
+        found = directory.lookup(args.address)
+    print(found.explain())
+    return EXIT_OK if found.reachable else EXIT_FAILED
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -458,6 +684,12 @@ def _key_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _pwri_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    # Not --password-file: that one unlocks a private key; this one is the message's own
+    # password (a CMS PasswordRecipientInfo, RFC 3211; openssl cms calls it -pwri_password).
+    parser.add_argument("--pwri-password-file", metavar="F", help=help_text)
+
+
 def _pgp_options(parser: argparse.ArgumentParser, *, secret: bool) -> None:
     pgp = parser.add_argument_group("PGP keys")
     if secret:
@@ -466,6 +698,80 @@ def _pgp_options(parser: argparse.ArgumentParser, *, secret: bool) -> None:
         )
         pgp.add_argument("--signer", metavar="ADDR|FPR", help="which secret key signs")
     pgp.add_argument("--gnupg-home", metavar="DIR", help="use this GnuPG home instead of key files")
+
+
+def _archive_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("archive", help="list and read the encrypted archive of sent mail")
+    commands = p.add_subparsers(dest="archive_command", required=True, parser_class=_Parser)
+    p = commands.add_parser("list", help="archived messages (id, date, size, Message-ID)")
+    p.add_argument("--archive", required=True, metavar="DB", help="the archive database")
+    p.add_argument("--to", metavar="ADDR", help="sent to ADDR (To, Cc or Bcc)")
+    p.add_argument("--from", dest="from_addr", metavar="ADDR", help="sent from ADDR")
+    p.add_argument("--since", metavar="DATE", help="sent at or after DATE (ISO 8601, UTC)")
+    p.add_argument("--until", metavar="DATE", help="sent before DATE (ISO 8601, UTC)")
+    p.add_argument(
+        "--index-key-file", metavar="F", help="the index key (hex), instead of the archive key"
+    )
+    _key_options(p)
+    p.set_defaults(func=_cmd_archive_list)
+    p = commands.add_parser("get", help="decrypt one archived message")
+    p.add_argument("message_id", metavar="MESSAGE_ID", help="Message-ID or archive id")
+    p.add_argument("--archive", required=True, metavar="DB", help="the archive database")
+    _key_options(p)
+    p.add_argument("-o", "--output", metavar="OUT", help="output (default: stdout)")
+    p.set_defaults(func=_cmd_archive_get)
+
+
+def _keys_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("keys", help="the key directory: import, list, show how to reach someone")
+    commands = p.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    where = "the key directory database (default: $SECUREMAIL_DIRECTORY)"
+    p = commands.add_parser("import", help="store certificates, CRLs and OpenPGP public keys")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (recursive)")
+    p.add_argument("--directory", metavar="DB", help=where)
+    p.add_argument("--password-file", metavar="F", help="password of PKCS#12 files")
+    p.set_defaults(func=_cmd_keys_import)
+    p = commands.add_parser("list", help="every stored record")
+    p.add_argument("--directory", metavar="DB", help=where)
+    p.set_defaults(func=_cmd_keys_list)
+    p = commands.add_parser("show", help="how ADDR can be reached (exit 0 only if it can)")
+    p.add_argument("address", metavar="ADDR")
+    p.add_argument("--directory", metavar="DB", help=where)
+    p.add_argument("--trust", action="append", metavar="CA_PEM", help="require chains to these")
+    p.set_defaults(func=_cmd_keys_show)
+
+
+def _policy_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("policy", help="policy rules: what protection a message needs")
+    commands = p.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    p = commands.add_parser("check", help="print the decision of the rules for a message")
+    p.add_argument("--policy", required=True, metavar="FILE", help="the policy file (TOML)")
+    p.add_argument(
+        "--recipient", action="append", metavar="ADDR", help="envelope recipient (not To/Cc/Bcc)"
+    )
+    p.add_argument("--json", action="store_true", help="the audit record (JSON), not the text")
+    p.add_argument("-i", "--input", metavar="IN", help="the message (default: stdin)")
+    p.set_defaults(func=_cmd_policy_check)
+
+
+# --- the audit log (securemail.governance.audit) ---
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .governance.audit import verify as verify_log
+
+    result = verify_log(args.log, expected_head=args.head).raise_for_status()
+    print(f"{args.log}: intact, {result.events} events, head {result.head}")
+    return EXIT_OK
+
+
+def _audit_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("audit", help="the tamper-evident audit log")
+    commands = p.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    p = commands.add_parser("verify", help="check the hash chain (exit 0 only if intact)")
+    p.add_argument("log", metavar="LOG", help="the audit log file")
+    p.add_argument("--head", metavar="HASH", help="a head hash recorded earlier: must be in LOG")
+    p.set_defaults(func=_cmd_audit_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -492,6 +798,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cipher", choices=[c.value for c in ContentCipher])
     p.add_argument("--key-transport", choices=[k.value for k in KeyTransport])
     p.add_argument("--trust", action="append", metavar="CA_PEM", help="require recipient chains")
+    _pwri_option(p, "also let whoever knows the password in F (first line) read it (S/MIME)")
     p.add_argument("--recipient-key", action="append", metavar="ASC", help="PGP recipient key")
     p.add_argument(
         "--recipient", action="append", metavar="ADDR|FPR", help="PGP recipient in --gnupg-home"
@@ -510,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="PGP public key of a signer (for a signature made with the encryption)",
     )  # fmt: skip
     p.add_argument("--require-authenticated", action="store_true", help="refuse CBC content")
+    _pwri_option(p, "decrypt with the message password in F (first line), S/MIME")
     _io(p)
     p.set_defaults(func=_cmd_decrypt)
 
@@ -554,12 +862,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse a message that is not S/MIME or PGP/MIME encrypted",
     )
     p.add_argument("-i", "--input", metavar="IN", help="message to send (default: stdin)")
+    rules = p.add_argument_group(
+        "governed by rules (the message is sent unprotected to this command, which protects it)"
+    )
+    rules.add_argument("--policy", metavar="FILE", help="the rules (TOML) that decide protection")
+    rules.add_argument(
+        "--directory", metavar="DB", help="key directory (default: $SECUREMAIL_DIRECTORY)"
+    )
+    rules.add_argument("--audit-log", metavar="FILE", help="append decisions and deliveries here")
+    rules.add_argument("--archive", metavar="DB", help="archive the message here (encrypted)")
+    rules.add_argument("--index-key-file", metavar="F", help="the archive's index key (hex)")
+    rules.add_argument("--signer-key", metavar="PATH", help="S/MIME signer: PKCS#12 or PEM key")
+    rules.add_argument("--signer-cert", metavar="PEM", help="its certificate, for a PEM key")
+    rules.add_argument("--signer-password-file", metavar="F", help="unlocks --signer-key")
+    rules.add_argument(
+        "--pwri-password-file",
+        metavar="F",
+        help="message password (first line), for rules that ask for password encryption",
+    )
     p.set_defaults(func=_cmd_send)
+
+    _archive_parsers(sub)
+    _keys_parsers(sub)
+    _policy_parsers(sub)
+    _audit_parsers(sub)
 
     sub.add_parser(
         "bench", help="throughput and memory against openssl and gpg (see securemail bench -h)"
     )
     p = sub.add_parser("demo", help="run the whole flow on throwaway keys")
+    p.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="leave the keys, messages, rules, audit log and archive in DIR (default: none kept)",
+    )
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyFinalized",
+    "ArchiveEntryError",
+    "ArchiveError",
+    "AuditEventError",
+    "AuditLogError",
+    "AuditTamperedError",
+    "AuditTornTailError",
     "BccHeaderError",
     "CertificateError",
     "CertificateExpiredError",
@@ -26,22 +32,31 @@ __all__ = [
     "EightBitUnsupportedError",
     "EmbeddedCiphertextError",
     "EncryptionError",
+    "EncryptionRequiredError",
     "HeaderInjectionError",
+    "IndexKeyError",
     "InputError",
     "IntegrityError",
+    "KeyDirectoryError",
     "KeyLoadError",
     "MalformedASN1Error",
     "MalformedMessageError",
     "MessageTooLargeError",
     "MissingHeaderError",
+    "NoPasswordRecipientError",
     "NoSecretKeyError",
     "NotARecipientError",
     "NotSignedError",
     "OutboxError",
     "PartialSignatureError",
+    "PasswordIterationsError",
     "PolicyError",
+    "PolicyFileError",
+    "PolicyRequirementError",
     "ProtectionRequiredError",
     "RecipientError",
+    "RecipientUnreachableError",
+    "RuleBlockedError",
     "SMTPAuthError",
     "SMTPConnectionError",
     "SMTPTimeoutError",
@@ -61,7 +76,9 @@ __all__ = [
     "UnknownMessageError",
     "UnsupportedAlgorithmError",
     "UntrustedCertificateError",
+    "WKDError",
     "WeakKeyError",
+    "WrongMessagePasswordError",
     "WrongPasswordError",
 ]
 
@@ -564,3 +581,268 @@ class UnknownMessageError(OutboxError, LookupError):
     def __init__(self, path: str, message_id: str) -> None:
         self.message_id = message_id
         super().__init__(path, f"no message {message_id!r}")
+
+
+# --- the archive (securemail.governance.archive) ---------------------------------------------
+
+
+class ArchiveError(SecureMailError):
+    """The archive cannot be used: its database cannot be created, opened, read or written, it
+    is not an archive (or one of another format), or it encrypts to another certificate than
+    the one expected. ``path`` is the database; ``reason`` says what went wrong (never message
+    content, addresses or key material)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"archive {path}: {reason}")
+
+
+class ArchiveEntryError(ArchiveError, LookupError):
+    """``key`` (an archive id or a Message-ID) names no archived message (``count`` 0: never
+    stored, deleted or purged), or several (``count`` > 1: the same Message-ID was archived
+    more than once; use an archive id from ``find()``)."""
+
+    def __init__(self, path: str, key: str, count: int) -> None:
+        self.key = key
+        self.count = count
+        if count == 0:
+            reason = f"no archived message {key!r}"
+        else:
+            reason = f"{count} archived messages carry {key!r}; name one by its archive id"
+        super().__init__(path, reason)
+
+
+class IndexKeyError(ArchiveError):
+    """The archive's address index needs its index key and none was given, or the key given
+    is not this archive's. Open the archive with ``index_key=`` (writers) or ``identity=``
+    (holders of the archive key)."""
+
+
+# --- the key directory (securemail.governance.directory) -------------------------------------
+
+
+class KeyDirectoryError(SecureMailError):
+    """The key directory's storage cannot be used: it cannot be opened, read or written, it is
+    not a key directory, or one written by another securemail version. ``path`` is the
+    database; ``reason`` says what went wrong."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"key directory {path}: {reason}")
+
+
+class RecipientUnreachableError(RecipientError):
+    """The key directory holds no usable key for ``recipient`` (in ``format``, ``"smime"`` or
+    ``"pgp"``, when one was asked for). ``reasons`` are the rejected candidates
+    (:class:`~securemail.governance.directory.Rejection`: which key, and why it is refused);
+    empty when there is no candidate at all."""
+
+    def __init__(
+        self, recipient: str, reasons: tuple[object, ...], format: str | None = None
+    ) -> None:
+        self.reasons = reasons
+        self.format = format
+        kind = {"smime": "S/MIME certificate", "pgp": "OpenPGP key"}.get(format or "", "key")
+        if reasons:
+            why = f"no usable {kind} in the key directory: " + "; ".join(map(str, reasons))
+        else:
+            why = (
+                f"the key directory holds no {kind} for this address; import one "
+                "(securemail keys import) or harvest it from a verified signed message"
+            )
+        super().__init__(recipient, why)
+
+
+class WKDError(SecureMailError):
+    """An OpenPGP Web Key Directory lookup failed (a missing key is an answer, not this
+    error). ``kind`` is ``"certificate"`` (the server's TLS certificate failed verification),
+    ``"network"``, ``"http"`` (a status other than 200 or 404) or ``"too-large"``; ``url`` is
+    what was asked; ``detail`` the reason given."""
+
+    def __init__(self, address: str, url: str, kind: str, detail: str) -> None:
+        self.address = address
+        self.url = url
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"WKD lookup of {address} at {url} failed ({kind}): {detail}")
+
+
+# --- password recipients (securemail.smime.enveloped, RFC 3211) ------------------------------
+
+
+class WrongMessagePasswordError(DecryptionError):
+    """The password opens none of the message's password recipient infos: RFC 3211's check
+    bytes did not match. Unlike other decryption failures this is told apart from damaged
+    content, because the format makes it so (a damaged encrypted key looks the same). The
+    password is never part of the message."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "wrong password: it opens none of the message's password recipients "
+            "(or their encrypted key was damaged)"
+        )
+
+
+class NoPasswordRecipientError(NotARecipientError):
+    """A password was given but the message has no password recipient info: it can only be
+    opened with a certificate's private key."""
+
+    def __init__(self) -> None:
+        self.certificate = "(password)"
+        DecryptionError.__init__(
+            self,
+            "the message is not encrypted to a password (it has no password recipient); "
+            "decrypt it with the private key of a recipient certificate",
+        )
+
+
+class PasswordIterationsError(DecryptionError):
+    """The message's PBKDF2 iteration count (``iterations``; for several password
+    recipients, their sum) is outside what the policy accepts: below ``minimum`` the
+    password is too cheap to guess, above ``maximum`` deriving the key would be a denial of
+    service. Change ``Policy.min_pbkdf2_iterations`` / ``max_pbkdf2_iterations`` to accept
+    it."""
+
+    def __init__(self, iterations: int, minimum: int, maximum: int) -> None:
+        self.iterations = iterations
+        self.minimum = minimum
+        self.maximum = maximum
+        if iterations < minimum:
+            why = f"fewer than the policy's minimum of {minimum} (Policy.min_pbkdf2_iterations)"
+        else:
+            why = f"more than the policy's maximum of {maximum} (Policy.max_pbkdf2_iterations)"
+        super().__init__(
+            f"refusing a password recipient with {iterations} PBKDF2 iterations: {why}"
+        )
+
+
+# --- the audit log (securemail.governance.audit) ---------------------------------------------
+
+
+class AuditEventError(InputError):
+    """An audit event was refused before anything was written: ``field`` is not allowed for
+    events of ``kind``, is missing, or its value is not what the field holds (an address, a
+    fingerprint, a short code). ``reason`` says which; the value itself is never echoed, as
+    it may be exactly the message content the log must not hold."""
+
+    def __init__(self, kind: str, field: str, reason: str) -> None:
+        self.kind = kind
+        self.field = field
+        self.reason = reason
+        super().__init__(f"audit event {kind!r}: field {field!r} {reason}")
+
+
+class AuditLogError(SecureMailError):
+    """The audit log cannot be used: it cannot be opened, read or written, or it is not a
+    securemail audit log. ``path`` is the log file; ``reason`` says what went wrong."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"audit log {path}: {reason}")
+
+
+class AuditTamperedError(AuditLogError):
+    """Verification found the hash chain broken. ``line`` is the first bad line (1-based;
+    ``None`` for ``"head-mismatch"``, which no single line shows); ``kind`` is ``"edited"``,
+    ``"deleted"``, ``"reordered"``, ``"inserted"``, ``"head-removed"`` or ``"head-mismatch"``
+    (the anchored head hash is in no line: the tail was truncated or rewritten)."""
+
+    def __init__(self, path: str, line: int | None, kind: str, detail: str = "") -> None:
+        self.line = line
+        self.kind = kind
+        self.detail = detail
+        where = f"line {line}: " if line is not None else ""
+        explanation = _AUDIT_KINDS.get(kind, kind)
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(path, f"{where}{kind}: {explanation}{suffix}")
+
+
+_AUDIT_KINDS = {
+    "edited": "the line was changed after it was written (or is not a valid record)",
+    "deleted": "events are missing before this line",
+    "reordered": "the line is out of order",
+    "inserted": "the line was not written by the log (the chain skips it)",
+    "head-removed": "the first line is not the log's genesis record",
+    "head-mismatch": "the expected head hash is in no line: the log was truncated or "
+    "rewritten after that head was recorded",
+}
+
+
+class AuditTornTailError(AuditLogError):
+    """The last line (``line``, 1-based) is incomplete: an append was interrupted by a crash.
+    Everything before it verified; this is not by itself evidence of tampering, and the next
+    append repairs it (and records that it did)."""
+
+    def __init__(self, path: str, line: int) -> None:
+        self.line = line
+        super().__init__(
+            path,
+            f"line {line}: torn-tail: the last line is incomplete (an append was interrupted); "
+            "the lines before it are intact and the next append repairs it",
+        )
+
+
+# --- policy rules (securemail.governance.rules) ----------------------------------------------
+
+
+class PolicyFileError(InputError):
+    """A policy file (TOML rules) is malformed: a TOML syntax error, an unknown or misspelt
+    key, a value of the wrong type, a regular expression that does not compile, an unknown
+    detector. ``path`` names the file (or the ``source`` given for a string), ``line`` the
+    line of the offending key (``None`` when it cannot be told), ``field`` its path such as
+    ``rules[2].match.domains`` (empty for a syntax error on no key), ``reason`` what is
+    wrong. Values are not echoed."""
+
+    def __init__(self, path: str, line: int | None, field: str, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.reason = reason
+        where = f"policy {path}" + (f", line {line}" if line is not None else "")
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}: {what}{reason}")
+
+
+class RuleBlockedError(PolicyError):
+    """A policy rule blocks this message (``Decision.raise_if_blocked()``). ``rule`` is the
+    rule's name and ``reason`` the reason its author wrote; nothing of the message is
+    quoted."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        self.rule = rule
+        self.reason = reason
+        super().__init__(f"blocked by policy rule {rule!r}: {reason}")
+
+
+# --- the governed send (securemail.governance.gateway) ---------------------------------------
+
+
+class EncryptionRequiredError(PolicyError):
+    """The rules require encryption and some recipients cannot be reached: nothing was sent
+    (``on_unreachable = "refuse"``, or nobody was reachable). ``unreachable`` holds one
+    :class:`RecipientUnreachableError` per recipient, each naming the address and why;
+    ``rules`` are the rules that matched."""
+
+    def __init__(self, unreachable: tuple[RecipientUnreachableError, ...], rules: tuple[str, ...]):
+        self.unreachable = unreachable
+        self.rules = rules
+        self.recipients = tuple(e.recipient for e in unreachable)
+        by = f" (rule {', '.join(repr(r) for r in rules)})" if rules else ""
+        super().__init__(
+            f"the rules require encryption{by}; not sent, as "
+            + "; ".join(str(e) for e in unreachable)
+        )
+
+
+class PolicyRequirementError(PolicyError):
+    """The rules require something the call did not provide: a TLS level the transport is
+    not configured for, a signature without a signer, password encryption without a password
+    callback. ``requirement`` is ``"min_tls"``, ``"sign"`` or ``"password"``."""
+
+    def __init__(self, requirement: str, reason: str) -> None:
+        self.requirement = requirement
+        self.reason = reason
+        super().__init__(f"not sent: {reason}")

@@ -15,7 +15,12 @@ import re
 from collections.abc import Iterator, Sequence
 from email.message import MIMEPart
 
-__all__ = ["add_legacy_display", "strip_legacy_display"]
+__all__ = [
+    "add_legacy_display",
+    "first_part_holds_all",
+    "strip_first_part",
+    "strip_legacy_display",
+]
 
 PARAMETER = "hp-legacy-display"
 HTML_CLASS = "header-protection-legacy-display"
@@ -89,8 +94,39 @@ def _strip_plain(text: str) -> str:
 
 def strip_legacy_display(message: MIMEPart) -> bool:
     """Remove legacy display elements from ``message`` in place; True if any was found."""
+    changed = _strip_parts(_main_body_parts(message))
+    parts = list(message.iter_parts())
+    if parts and _is_header_part(message, parts[0], followed=len(parts) > 1):
+        message.set_payload(list(parts[1:]))
+        changed = True
+    return changed
+
+
+def first_part_holds_all(container: MIMEPart) -> bool:
+    """Whether whatever :func:`strip_legacy_display` removes from ``container`` lies in its
+    first part: so for any multipart but multipart/alternative, each of whose parts is a main
+    body part. A streamed message is then changed by :func:`strip_first_part` alone."""
+    return (
+        container.get_content_maintype() == "multipart"
+        and container.get_content_type() != "multipart/alternative"
+    )
+
+
+def strip_first_part(container: MIMEPart, first: MIMEPart, *, followed: bool) -> bool | None:
+    """What :func:`strip_legacy_display` does to ``container`` (see
+    :func:`first_part_holds_all`), for a message streamed past while only its header and its
+    ``first`` part are at hand: the elements are removed from ``first`` in place (True if any
+    was found), or None says that the whole part goes (the older Autocrypt form, which is
+    dropped only when other parts, ``followed``, remain)."""
+    # Of such a container, _main_body_parts yields the main body parts of the first part.
+    attached = container.get_content_disposition() == "attachment"
+    changed = False if attached else _strip_parts(_main_body_parts(first))
+    return None if _is_header_part(container, first, followed=followed) else changed
+
+
+def _strip_parts(parts: Iterator[MIMEPart]) -> bool:
     changed = False
-    for part in _main_body_parts(message):
+    for part in parts:
         if part.get_param(PARAMETER) != "1":
             continue
         text = part.get_content()
@@ -101,15 +137,16 @@ def strip_legacy_display(message: MIMEPart) -> bool:
         )
         part.del_param(PARAMETER, header="Content-Type")
         changed = True
-    if message.get_content_type() == "multipart/mixed" and message.get_param("protected-headers"):
-        parts = list(message.iter_parts())
-        first = parts[0] if parts else None
-        if (
-            len(parts) > 1
-            and first is not None
-            and first.get_content_type() in ("text/plain", "text/rfc822-headers")
-            and first.get_param("protected-headers") == "v1"
-        ):
-            message.set_payload(list(parts[1:]))
-            changed = True
     return changed
+
+
+def _is_header_part(container: MIMEPart, first: MIMEPart, *, followed: bool) -> bool:
+    """The older Autocrypt form: the protected headers as the first part of multipart/mixed,
+    marked ``protected-headers="v1"``, before the real content."""
+    return (
+        followed
+        and container.get_content_type() == "multipart/mixed"
+        and bool(container.get_param("protected-headers"))
+        and first.get_content_type() in ("text/plain", "text/rfc822-headers")
+        and first.get_param("protected-headers") == "v1"
+    )

@@ -37,6 +37,8 @@ __all__ = [
     "prepare",
     "prepare_headers",
     "restore",
+    "restore_header",
+    "strips_legacy_display",
 ]
 
 # Fields never copied into the protected payload: the envelope and what MTAs add.
@@ -281,6 +283,17 @@ def from_address(data: bytes) -> str | None:
     return addresses[0].addr_spec if len(addresses) == 1 else None
 
 
+def strips_legacy_display(inner: wire.RawEntity) -> bool:
+    """Whether :func:`restore` removes legacy display elements from ``inner`` (which it
+    decides from the header section alone): only under protected headers, whose restored
+    copies make the element redundant, and not for a signed-only message (``hp="clear"``),
+    whose body is what its signature covers."""
+    _, params = inner.content_type
+    inner_names = [f.name for f in inner.other_fields if f.name.lower() != "hp-outer"]
+    marked = params.get("hp") in ("cipher", "clear") or params.get("protected-headers") == "v1"
+    return bool(inner_names) and marked and params.get("hp") != "clear"
+
+
 @dataclasses.dataclass(frozen=True)
 class Restored:
     data: bytes
@@ -296,8 +309,21 @@ def restore(outer: wire.RawEntity, inner: wire.RawEntity) -> Restored:
     the way never looks signed. The older ``protected-headers="v1"`` scheme protects only
     the fields it repeats inside (often just Subject): those win, the others come from
     outside. Without either marker the outer fields are used, plus any other fields the
-    inner part carries (Autocrypt-Gossip lives there).
+    inner part carries (Autocrypt-Gossip lives there). Under protected headers, legacy
+    display elements are removed from the body (:func:`strips_legacy_display`).
     """
+    head = restore_header(outer, inner)
+    data = head.data + inner.body
+    if strips_legacy_display(inner):
+        message = wire.parse(data)
+        if strip_legacy_display(message):
+            data = wire.to_bytes(message)
+    return dataclasses.replace(head, data=data)
+
+
+def restore_header(outer: wire.RawEntity, inner: wire.RawEntity) -> Restored:
+    """The header section (ending with the empty line) that :func:`restore` puts over
+    ``inner``'s body, which a streaming reader writes before a body it does not hold."""
     content_type, params = inner.content_type
     inner_other = [f for f in inner.other_fields if f.name.lower() != "hp-outer"]
     inner_names = {f.name.lower() for f in inner_other}
@@ -314,17 +340,11 @@ def restore(outer: wire.RawEntity, inner: wire.RawEntity) -> Restored:
         extra = [f for f in inner_other if f.name.lower() not in outer_names]
         fields = [*outer.other_fields, *extra]
         protected = ()
-    protected_mode = bool(protected)
     content = [f for f in inner.content_fields if f.name.lower() != "mime-version"]
     header = b"".join(f.raw for f in fields) + b"MIME-Version: 1.0\r\n"
     header += b"".join(f.raw for f in content)
-    data = header + wire.CRLF + inner.body
-    if protected_mode and params.get("hp") != "clear":
-        message = wire.parse(data)
-        if strip_legacy_display(message):
-            data = wire.to_bytes(message)
     return Restored(
-        data=data,
+        data=header + wire.CRLF,
         protected_headers=protected,
         content_type=content_type,
     )

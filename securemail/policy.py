@@ -136,6 +136,14 @@ class Policy:
     """Upper bound on content decrypted by the streaming readers (it waits in an encrypted
     spool file until its integrity is checked, so this bounds disk, not memory)."""
 
+    min_pbkdf2_iterations: int = 2048
+    """Fewest PBKDF2 iterations accepted from a password-encrypted message (RFC 3211), and
+    when encrypting to a password. 2048 is what ``openssl cms -pwri_password`` writes; STRICT
+    asks for OWASP's 600,000."""
+    max_pbkdf2_iterations: int = 5_000_000
+    """Most PBKDF2 iterations one message may demand (summed over its password recipients):
+    a bound on the CPU time a crafted message can cost, about a second or two."""
+
     def clone(self, **changes: Any) -> Policy:
         """A copy with ``changes`` applied (keyword arguments only, validated)."""
         return dataclasses.replace(self, **changes)
@@ -159,6 +167,8 @@ class Policy:
             raise ValueError("obscured_subject must not contain CR, LF or NUL")
         if self.max_message_size <= 0 or self.max_stream_size <= 0:
             raise ValueError("max_message_size and max_stream_size must be positive")
+        if not 1 <= self.min_pbkdf2_iterations <= self.max_pbkdf2_iterations:
+            raise ValueError("need 1 <= min_pbkdf2_iterations <= max_pbkdf2_iterations")
 
 
 DEFAULT = Policy()
@@ -169,6 +179,7 @@ STRICT = DEFAULT.clone(
     key_transport=KeyTransport.RSA_OAEP,
     rsa_padding=SignaturePadding.PSS,
     require_authenticated_encryption=True,
+    min_pbkdf2_iterations=600_000,
 )
 """Only authenticated encryption and OAEP, in and out; RSA-PSS signatures."""
 
@@ -177,5 +188,6 @@ COMPATIBLE = DEFAULT.clone(
     key_transport=KeyTransport.RSA_PKCS1V15,
     header_protection=True,
     legacy_display=True,
+    min_pbkdf2_iterations=1000,
 )
 """For recipients on old clients: AES-256-CBC, RSA PKCS#1 v1.5, legacy display of headers."""

@@ -42,6 +42,7 @@ __all__ = [
     "base64_body",
     "canonicalize",
     "decode_body",
+    "delimiter_lines",
     "entity",
     "fold_field",
     "multipart_body",
@@ -285,6 +286,16 @@ class MultipartBody:
     closed: bool
 
 
+def delimiter_lines(boundary: str) -> re.Pattern[bytes]:
+    """The delimiter lines of a multipart body with ``boundary``, each with the CRLF before
+    it (RFC 2046 5.1.1); group 1 is set on the close delimiter."""
+    if not boundary or len(boundary) > 70:
+        raise MalformedMessageError("multipart boundary is missing or longer than 70 characters")
+    return re.compile(
+        rb"(?:^|\r\n)--" + re.escape(boundary.encode("ascii")) + rb"(--)?[ \t]*(?:\r\n|$)"
+    )
+
+
 def split_multipart(body: bytes, boundary: str) -> MultipartBody:
     """Split a multipart body into the exact bytes of each part (RFC 2046 5.1.1).
 
@@ -293,12 +304,7 @@ def split_multipart(body: bytes, boundary: str) -> MultipartBody:
     close delimiter is tolerated, as every mail client does (``closed`` records it): the
     last part then runs to the end of the body.
     """
-    if not boundary or len(boundary) > 70:
-        raise MalformedMessageError("multipart boundary is missing or longer than 70 characters")
-    delimiter = re.compile(
-        rb"(?:^|\r\n)--" + re.escape(boundary.encode("ascii")) + rb"(--)?[ \t]*(?:\r\n|$)"
-    )
-    matches = list(delimiter.finditer(body))
+    matches = list(delimiter_lines(boundary).finditer(body))
     if not matches or matches[0].group(1):
         raise MalformedMessageError("multipart body has no opening boundary")
     parts: list[bytes] = []

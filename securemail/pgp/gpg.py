@@ -1670,6 +1670,19 @@ class GnuPG:
             raise RecipientError(name, f"gpg could not export the key: {run.diagnostic()}")
         return exported
 
+    def export_certificate(self, fingerprint: str) -> bytes:
+        """The whole public certificate (every subkey, user ID and signature, revocations
+        included) of the key with this full ``fingerprint``, ASCII-armored, unjudged: for
+        keeping a key to be judged later (the key directory). Never secret key material."""
+        kind, value = _parse_selector(fingerprint)
+        if kind != "fingerprint":
+            raise InputError(f"{fingerprint!r} is not a full key fingerprint")
+        run, sink = self._call(["--armor", "--export", value])
+        exported = sink.take()
+        if run.returncode != 0 or run.failures() or run.input_error or not exported:
+            raise KeyLoadError(value, f"gpg could not export the key: {run.diagnostic()}")
+        return exported
+
     def session_key(self, pkesk_packets: bytes, passphrase: Passphrase = None) -> tuple[int, bytes]:
         """The session key of a message, from its public-key encrypted session-key
         packets (PKESK), decrypted by gpg with a secret key in the home (``passphrase``

@@ -95,3 +95,9 @@ class KeyWrapAlgorithm(core.Sequence):  # type: ignore[misc]
         ("algorithm", core.ObjectIdentifier),
         ("parameters", core.Any, {"optional": True}),
     ]
+
+
+# RFC 3211: PasswordRecipientInfo's key wrap. Its parameter is the KEK cipher's
+# AlgorithmIdentifier (an AES-CBC OID and the wrap's IV).
+OID_PWRI_KEK = "1.2.840.113549.1.9.16.3.9"
+OID_PBKDF2 = "1.2.840.113549.1.5.12"

@@ -5,13 +5,16 @@ Recipient infos:
 * KeyTransRecipientInfo for RSA: RSAES-OAEP with SHA-256 (RFC 8017/3560) or, for old
   clients, RSA PKCS#1 v1.5;
 * KeyAgreeRecipientInfo for EC P-256/P-384 (ephemeral-static ECDH, X9.63 KDF, AES key
-  wrap: RFC 5753) and X25519 (HKDF, RFC 8418).
+  wrap: RFC 5753) and X25519 (HKDF, RFC 8418);
+* PasswordRecipientInfo (RFC 3211): PBKDF2-HMAC-SHA256 and the PWRI-KEK wrap with
+  AES-256-CBC, for readers who share a password instead of holding a certificate.
 
 Opening follows two rules. The recipient info is chosen by issuer and serial number or
 subject key identifier, never by trying keys. And every failure after that point (wrong key,
 bad padding, bad tag, malformed structure) raises the same :class:`DecryptionError`, so
 nothing distinguishes them; for RSA PKCS#1 v1.5 a failed unwrap continues with a random key
-(RFC 3218), so even the step at which it failed is hidden.
+(RFC 3218), so even the step at which it failed is hidden. The one exception is a wrong
+password: RFC 3211's check bytes reveal it (see :mod:`securemail.smime.password`).
 """
 
 from __future__ import annotations
@@ -43,15 +46,20 @@ from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 
 from ..errors import (
     DecryptionError,
+    NoPasswordRecipientError,
     NotARecipientError,
+    PasswordIterationsError,
     RecipientError,
+    SecureMailError,
     SizeLimitExceeded,
     UnauthenticatedContentError,
     UnsupportedAlgorithmError,
+    WrongMessagePasswordError,
 )
 from ..keys import PrivateKey
-from ..policy import ContentCipher, KeyTransport
-from . import _asn1
+from ..policy import DEFAULT, ContentCipher, KeyTransport
+from . import _asn1, password
+from .password import PasswordRecipient
 from .validation import email_addresses
 
 __all__ = [
@@ -59,10 +67,13 @@ __all__ = [
     "EnvelopePlan",
     "EnvelopeRecipient",
     "OpenedEnvelope",
+    "PasswordRecipient",
     "decrypt_envelope",
     "decrypt_envelope_with_kek",
+    "decrypt_envelope_with_password",
     "encrypt_envelope",
     "open_stream",
+    "open_stream_with_password",
     "plan_envelope",
 ]
 
@@ -247,7 +258,56 @@ def _kari(recipient: EnvelopeRecipient, public_key: object, cek: bytes) -> cms.R
     )
 
 
-def _recipient_info(recipient: EnvelopeRecipient, cek: bytes) -> cms.RecipientInfo:
+# The KEK cipher for password recipients: AES-CBC (RFC 3211 2.3 wraps with a block cipher
+# in CBC mode; OpenSSL reads these three).
+_PWRI_KEK_SIZE = {
+    _asn1.OID_AES128_CBC: 16,
+    _asn1.OID_AES192_CBC: 24,
+    _asn1.OID_AES256_CBC: 32,
+}
+_PBKDF2_PRF: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,  # the DEFAULT of RFC 8018, and what OpenSSL writes (by omission)
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+
+def _pwri(recipient: PasswordRecipient, cek: bytes) -> cms.RecipientInfo:
+    salt = os.urandom(password.SALT_SIZE)
+    kek = password.derive_kek(recipient.password, salt, recipient.iterations, hashes.SHA256(), 32)
+    iv = os.urandom(16)
+    return cms.RecipientInfo(
+        name="pwri",
+        value={
+            "version": "v0",  # RFC 5652 6.2.4: always 0
+            "key_derivation_algorithm": {
+                "algorithm": "pbkdf2",
+                "parameters": {
+                    "salt": algos.Pbkdf2Salt(name="specified", value=salt),
+                    "iteration_count": recipient.iterations,
+                    # keyLength omitted: the KEK cipher fixes it (RFC 3211 2.2).
+                    # RFC 8018 B.1.2: hmacWithSHA256's parameters are NULL.
+                    "prf": {"algorithm": "sha256", "parameters": core.Null()},
+                },
+            },
+            "key_encryption_algorithm": {
+                "algorithm": _asn1.OID_PWRI_KEK,
+                "parameters": algos.EncryptionAlgorithm(
+                    {"algorithm": _asn1.OID_AES256_CBC, "parameters": core.OctetString(iv)}
+                ),
+            },
+            "encrypted_key": password.wrap_key(kek, iv, cek),
+        },
+    )
+
+
+def _recipient_info(
+    recipient: EnvelopeRecipient | PasswordRecipient, cek: bytes
+) -> cms.RecipientInfo:
+    if isinstance(recipient, PasswordRecipient):
+        return _pwri(recipient, cek)
     public_key = recipient.certificate.public_key()
     if isinstance(public_key, rsa.RSAPublicKey):
         return _ktri(recipient, public_key, cek)
@@ -278,8 +338,13 @@ class EnvelopePlan:
 
     @property
     def version(self) -> str:
-        """RFC 5652 6.1 / RFC 5083 2.1: v0, or v2 when a recipient info is not v0."""
-        if self.cipher.authenticated or all(i.name == "ktri" for i in self.recipient_infos):
+        """RFC 5083 2.1: AuthEnvelopedData is always v0. RFC 5652 6.1: EnvelopedData is v3
+        with a password recipient, v0 when every recipient info is v0, else v2."""
+        if self.cipher.authenticated:
+            return "v0"
+        if any(i.name == "pwri" for i in self.recipient_infos):
+            return "v3"
+        if all(i.name == "ktri" for i in self.recipient_infos):
             return "v0"
         return "v2"
 
@@ -292,7 +357,9 @@ class EnvelopePlan:
         return algos.EncryptionAlgorithm({"algorithm": oid, "parameters": params})
 
 
-def plan_envelope(recipients: Sequence[EnvelopeRecipient], cipher: ContentCipher) -> EnvelopePlan:
+def plan_envelope(
+    recipients: Sequence[EnvelopeRecipient | PasswordRecipient], cipher: ContentCipher
+) -> EnvelopePlan:
     """A fresh content key wrapped for every recipient (fail-closed: any recipient that
     cannot be encrypted to raises :class:`RecipientError` naming it)."""
     if not recipients:
@@ -304,7 +371,9 @@ def plan_envelope(recipients: Sequence[EnvelopeRecipient], cipher: ContentCipher
 
 
 def encrypt_envelope(
-    content: bytes, recipients: Sequence[EnvelopeRecipient], cipher: ContentCipher
+    content: bytes,
+    recipients: Sequence[EnvelopeRecipient | PasswordRecipient],
+    cipher: ContentCipher,
 ) -> bytes:
     """DER ContentInfo: AuthEnvelopedData for the GCM ciphers, EnvelopedData for CBC."""
     plan = plan_envelope(recipients, cipher)
@@ -684,6 +753,130 @@ def decrypt_envelope_with_kek(
     return _open(envelope, unwrap, None)
 
 
+@dataclasses.dataclass(frozen=True, repr=False)
+class _PasswordInfo:
+    """A PasswordRecipientInfo's parameters, checked to be ones we can compute."""
+
+    salt: bytes
+    iterations: int
+    prf: hashes.HashAlgorithm
+    kek_size: int
+    iv: bytes
+    encrypted_key: bytes
+
+
+def _password_info(info: cms.PasswordRecipientInfo) -> _PasswordInfo:
+    kdf = info["key_derivation_algorithm"]
+    if isinstance(kdf, core.Void):
+        # RFC 3211 2.2: the KEK was agreed some other way; there is nothing to derive.
+        raise UnsupportedAlgorithmError("a password recipient without key derivation", "PWRI")
+    if kdf["algorithm"].dotted != _asn1.OID_PBKDF2:
+        raise UnsupportedAlgorithmError(kdf["algorithm"].dotted, "password key derivation")
+    params = kdf["parameters"]
+    prf = params["prf"]["algorithm"].native
+    if prf not in _PBKDF2_PRF:
+        raise UnsupportedAlgorithmError(f"PBKDF2 with HMAC-{prf}", "password key derivation")
+    salt = params["salt"]
+    if salt.name != "specified":
+        raise UnsupportedAlgorithmError("PBKDF2 with a salt from another source", "PWRI")
+    wrap = info["key_encryption_algorithm"]
+    if wrap["algorithm"].dotted != _asn1.OID_PWRI_KEK:
+        raise UnsupportedAlgorithmError(wrap["algorithm"].dotted, "password key wrap")
+    kek_cipher = algos.EncryptionAlgorithm.load(wrap["parameters"].dump())
+    kek_oid = kek_cipher["algorithm"].dotted
+    kek_size = _PWRI_KEK_SIZE.get(kek_oid)
+    if kek_size is None:
+        raise UnsupportedAlgorithmError(kek_oid, "the password key wrap's cipher")
+    key_length = params["key_length"].native
+    if key_length is not None and key_length != kek_size:
+        raise UnsupportedAlgorithmError(
+            f"PBKDF2 deriving {key_length} bytes for a {kek_size}-byte key", "PWRI"
+        )
+    return _PasswordInfo(
+        salt=salt.chosen.native,
+        iterations=params["iteration_count"].native,
+        prf=_PBKDF2_PRF[prf](),
+        kek_size=kek_size,
+        iv=core.OctetString.load(kek_cipher["parameters"].dump()).native,
+        encrypted_key=info["encrypted_key"].native,
+    )
+
+
+def _password_key(
+    infos: cms.RecipientInfos, secret: bytes, *, min_iterations: int, max_iterations: int
+) -> bytes:
+    """The content key from the first password recipient info that ``secret`` opens.
+
+    Each password recipient info costs a key derivation, and there is no identifier saying
+    which one belongs to which password: the ones whose algorithms we support and whose
+    iteration count is within bounds are all tried, as long as their counts add up to at
+    most ``max_iterations``.
+    """
+    usable: list[_PasswordInfo] = []
+    refused: list[SecureMailError] = []
+    try:
+        for info in infos:
+            if info.name != "pwri":
+                continue
+            try:
+                found = _password_info(info.chosen)
+            except UnsupportedAlgorithmError as exc:
+                refused.append(exc)
+                continue
+            if min_iterations <= found.iterations <= max_iterations:
+                usable.append(found)
+            else:
+                refused.append(
+                    PasswordIterationsError(found.iterations, min_iterations, max_iterations)
+                )
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        # A recipient info that does not parse (garbled or tampered) is no recipient info.
+        raise DecryptionError() from None
+    if not usable:
+        raise refused[0] if refused else NoPasswordRecipientError()
+    total = sum(f.iterations for f in usable)
+    if total > max_iterations:
+        raise PasswordIterationsError(total, min_iterations, max_iterations)
+    for candidate in usable:
+        kek = password.derive_kek(
+            secret, candidate.salt, candidate.iterations, candidate.prf, candidate.kek_size
+        )
+        cek = password.unwrap_key(kek, candidate.iv, candidate.encrypted_key)
+        if cek is not None:
+            return cek
+    raise WrongMessagePasswordError()
+
+
+def decrypt_envelope_with_password(
+    data: bytes,
+    secret: str | bytes,
+    *,
+    require_authenticated: bool = False,
+    max_size: int | None = None,
+    min_iterations: int = DEFAULT.min_pbkdf2_iterations,
+    max_iterations: int = DEFAULT.max_pbkdf2_iterations,
+) -> OpenedEnvelope:
+    """Open an envelope through a PasswordRecipientInfo (RFC 5652 6.2.4, RFC 3211).
+
+    Beyond the usual :class:`DecryptionError`: :class:`NoPasswordRecipientError` when the
+    message has no password recipient, :class:`WrongMessagePasswordError` when the password
+    opens none, :class:`PasswordIterationsError` when the PBKDF2 work is out of bounds, and
+    :class:`UnsupportedAlgorithmError` for a derivation or wrap we do not implement.
+    """
+    key = password.password_bytes(secret)
+    envelope = _parse_envelope(data, require_authenticated, max_size)
+
+    def unwrap() -> bytes:
+        return _password_key(
+            envelope.recipient_infos,
+            key,
+            min_iterations=min_iterations,
+            max_iterations=max_iterations,
+        )
+
+    return _open(envelope, unwrap, None)
+
+
 # --- streaming -----------------------------------------------------------------------------------
 
 
@@ -746,6 +939,24 @@ class ContentDecryptor:
             raise DecryptionError() from None
 
 
+def _stream_algorithm(
+    algorithm: algos.EncryptionAlgorithm, authenticated_container: bool, require_authenticated: bool
+) -> tuple[_ContentAlgorithm, str, object]:
+    try:
+        oid = algorithm["algorithm"].dotted
+        params = algorithm["parameters"]
+    except (ValueError, TypeError, KeyError):
+        raise DecryptionError() from None
+    chosen = _CONTENT_ALGORITHMS.get(oid)
+    if chosen is None:
+        raise UnsupportedAlgorithmError(oid, "content encryption")
+    if chosen.authenticated != authenticated_container:
+        raise DecryptionError()
+    if require_authenticated and not chosen.authenticated:
+        raise UnauthenticatedContentError(chosen.name)
+    return chosen, oid, params
+
+
 def open_stream(
     recipient_infos: cms.RecipientInfos,
     algorithm: algos.EncryptionAlgorithm,
@@ -761,18 +972,9 @@ def open_stream(
     identifier, the algorithm must suit the container (GCM in AuthEnvelopedData, CBC in
     EnvelopedData), and failures after that point are one :class:`DecryptionError`.
     """
-    try:
-        oid = algorithm["algorithm"].dotted
-        params = algorithm["parameters"]
-    except (ValueError, TypeError, KeyError):
-        raise DecryptionError() from None
-    chosen = _CONTENT_ALGORITHMS.get(oid)
-    if chosen is None:
-        raise UnsupportedAlgorithmError(oid, "content encryption")
-    if chosen.authenticated != authenticated_container:
-        raise DecryptionError()
-    if require_authenticated and not chosen.authenticated:
-        raise UnauthenticatedContentError(chosen.name)
+    chosen, oid, params = _stream_algorithm(
+        algorithm, authenticated_container, require_authenticated
+    )
     recipient, kari_key = _find_recipient(recipient_infos, certificate)
     try:
         if recipient.name == "ktri":
@@ -787,3 +989,27 @@ def open_stream(
     if len(key) not in chosen.key_sizes:
         raise DecryptionError()
     return ContentDecryptor(chosen, oid, params, key)
+
+
+def open_stream_with_password(
+    recipient_infos: cms.RecipientInfos,
+    algorithm: algos.EncryptionAlgorithm,
+    secret: str | bytes,
+    *,
+    authenticated_container: bool,
+    require_authenticated: bool = False,
+    min_iterations: int = DEFAULT.min_pbkdf2_iterations,
+    max_iterations: int = DEFAULT.max_pbkdf2_iterations,
+) -> ContentDecryptor:
+    """:func:`open_stream` for a password recipient, with the rules and errors of
+    :func:`decrypt_envelope_with_password`."""
+    key = password.password_bytes(secret)
+    chosen, oid, params = _stream_algorithm(
+        algorithm, authenticated_container, require_authenticated
+    )
+    cek = _password_key(
+        recipient_infos, key, min_iterations=min_iterations, max_iterations=max_iterations
+    )
+    if len(cek) not in chosen.key_sizes:
+        raise DecryptionError()
+    return ContentDecryptor(chosen, oid, params, cek)

@@ -22,6 +22,7 @@ from ..errors import (
     EmbeddedCiphertextError,
     InputError,
     MalformedMessageError,
+    NotARecipientError,
     NotSignedError,
     PartialSignatureError,
     RecipientError,
@@ -41,6 +42,7 @@ from ..results import (
 )
 from . import enveloped, signed
 from .capabilities import ANNOUNCED
+from .password import PasswordRecipient
 from .validation import KeyPurpose, email_addresses, matches_email, validate_path
 
 __all__ = ["choose_algorithms", "decrypt", "encrypt", "read", "sign", "verify"]
@@ -181,6 +183,11 @@ def choose_algorithms(
     return cipher, chosen
 
 
+AnyRecipient = Recipient | Identity | x509.Certificate | PasswordRecipient
+"""What :func:`encrypt` accepts as a recipient: a certificate (in one of its forms) or a
+password."""
+
+
 def _as_recipient(value: Recipient | Identity | x509.Certificate) -> Recipient:
     if isinstance(value, Recipient):
         return value
@@ -189,22 +196,42 @@ def _as_recipient(value: Recipient | Identity | x509.Certificate) -> Recipient:
     if isinstance(value, x509.Certificate):
         return Recipient.from_certificate(value)
     raise InputError(
-        f"a recipient must be a Recipient or a certificate, not {type(value).__name__}"
+        "a recipient must be a Recipient, a certificate or a PasswordRecipient, "
+        f"not {type(value).__name__}"
     )
 
 
+def _check_password(recipient: PasswordRecipient, policy: Policy) -> None:
+    """Refuse an iteration count the policy would refuse when reading: the message could
+    be opened by nobody using the same policy, or too cheaply guessed."""
+    low, high = policy.min_pbkdf2_iterations, policy.max_pbkdf2_iterations
+    if not low <= recipient.iterations <= high:
+        raise RecipientError(
+            recipient.name,
+            f"{recipient.iterations} PBKDF2 iterations are outside the policy's "
+            f"{low} to {high} (Policy.min_pbkdf2_iterations / max_pbkdf2_iterations)",
+        )
+
+
 def plan_recipients(
-    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    recipients: Sequence[AnyRecipient],
     *,
     signer: Identity | None,
     policy: Policy,
     trust: Sequence[x509.Certificate] | None,
     certificates: Sequence[x509.Certificate],
-) -> tuple[ContentCipher, list[enveloped.EnvelopeRecipient]]:
+) -> tuple[ContentCipher, list[enveloped.EnvelopeRecipient | PasswordRecipient]]:
     """Check every recipient (fail-closed, naming the one that fails) and choose the
-    cipher and each key transport: what :func:`encrypt` and the streaming encryptor share."""
-    wanted = [_as_recipient(r) for r in recipients]
-    if not wanted:
+    cipher and each key transport: what :func:`encrypt` and the streaming encryptor share.
+
+    Password recipients, like certificates whose owner announced nothing, are not known to
+    read AES-GCM: with one among the recipients the default profile chooses AES-256-CBC
+    (OpenSSL 1.1.1 reads password recipients but not AuthEnvelopedData)."""
+    passwords = [r for r in recipients if isinstance(r, PasswordRecipient)]
+    for secret in passwords:
+        _check_password(secret, policy)
+    wanted = [_as_recipient(r) for r in recipients if not isinstance(r, PasswordRecipient)]
+    if not wanted and not passwords:
         raise RecipientError("(none)", "at least one recipient is required")
     if signer is not None and policy.encrypt_to_self and _can_receive(signer.certificate):
         # A signing-only certificate (Ed25519, or key usage without encipherment) cannot
@@ -216,7 +243,10 @@ def plan_recipients(
     now = dt.datetime.now(dt.UTC)
     for r in unique.values():
         _check_recipient(r, trust, certificates, now)
-    return choose_algorithms(list(unique.values()), policy)
+    cipher, chosen = choose_algorithms(list(unique.values()), policy)
+    if passwords and policy.content_cipher is None:
+        cipher = ContentCipher.AES_256_CBC
+    return cipher, [*chosen, *passwords]
 
 
 def pkcs7_mime_fields(cipher: ContentCipher) -> list[tuple[str, str]]:
@@ -226,7 +256,7 @@ def pkcs7_mime_fields(cipher: ContentCipher) -> list[tuple[str, str]]:
 
 def encrypt(
     message: MessageInput,
-    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    recipients: Sequence[AnyRecipient],
     *,
     signer: Identity | None = None,
     policy: Policy = DEFAULT,
@@ -239,6 +269,9 @@ def encrypt(
     Fail-closed: if any recipient cannot be encrypted to (expired certificate, wrong key
     usage, untrusted when ``trust`` is given, unsupported key), nothing is produced and the
     :class:`RecipientError` names that recipient.
+
+    A :class:`~securemail.smime.password.PasswordRecipient` among ``recipients`` lets the
+    message be opened with that password as well (RFC 3211); it may be the only recipient.
     """
     cipher, envelope_recipients = plan_recipients(
         recipients, signer=signer, policy=policy, trust=trust, certificates=certificates
@@ -266,14 +299,25 @@ def _is_enveloped(entity: wire.Entity) -> bool:
 
 
 def decrypt(
-    message: MessageInput, identity: Identity, *, policy: Policy = DEFAULT
+    message: MessageInput,
+    identity: Identity | None = None,
+    *,
+    password: str | bytes | None = None,
+    policy: Policy = DEFAULT,
 ) -> DecryptResult:
     """Decrypt an S/MIME message whose whole body is EnvelopedData or AuthEnvelopedData.
 
     Protected headers inside are restored. An encrypted part embedded among other parts is
     refused (EFAIL). CBC content is returned flagged ``authenticated=False`` unless the
     policy requires authenticated encryption, in which case it is refused.
+
+    Give an ``identity``, a ``password`` (for a message encrypted to a password, RFC 3211),
+    or both: the identity's certificate is used when the message is encrypted to it, the
+    password otherwise. A wrong password raises
+    :class:`~securemail.errors.WrongMessagePasswordError`.
     """
+    if identity is None and password is None:
+        raise InputError("decrypt needs an identity, a password, or both")
     data = payload.message_bytes(message, policy)
     outer = wire.entity(data)
     if not _is_enveloped(outer):
@@ -285,24 +329,49 @@ def decrypt(
             )
         raise MalformedMessageError("the message is not S/MIME encrypted")
     der = wire.decode_body(outer)
-    opened = enveloped.decrypt_envelope(
-        der,
-        identity.private_key,
-        identity.certificate,
-        require_authenticated=policy.require_authenticated_encryption,
-        max_size=policy.max_message_size,
-    )
+    opened = _open_envelope(der, identity, password, policy)
     # Content that is not a MIME entity is read as text (RFC 4134 5.3 does this), so no
     # error here can tell an attacker anything about malleated CBC plaintext.
     inner = wire.entity(wire.canonicalize(opened.content))
     restored = payload.restore(outer.raw, inner.raw)
+    name = PasswordRecipient.name
+    if identity is not None and opened.recipient_certificate is not None:
+        name = identity.name
     return DecryptResult(
         data=restored.data,
         authenticated=opened.authenticated,
         content_cipher=opened.content_cipher,
-        recipient=identity.name,
+        recipient=name,
         protected_headers=restored.protected_headers,
         signed=_is_signed(inner),
+    )
+
+
+def _open_envelope(
+    der: bytes, identity: Identity | None, password: str | bytes | None, policy: Policy
+) -> enveloped.OpenedEnvelope:
+    """With the identity's certificate if the message names it, else with the password."""
+    strict = policy.require_authenticated_encryption
+    if identity is not None:
+        try:
+            return enveloped.decrypt_envelope(
+                der,
+                identity.private_key,
+                identity.certificate,
+                require_authenticated=strict,
+                max_size=policy.max_message_size,
+            )
+        except NotARecipientError:
+            if password is None:
+                raise
+    assert password is not None
+    return enveloped.decrypt_envelope_with_password(
+        der,
+        password,
+        require_authenticated=strict,
+        max_size=policy.max_message_size,
+        min_iterations=policy.min_pbkdf2_iterations,
+        max_iterations=policy.max_pbkdf2_iterations,
     )
 
 
@@ -466,6 +535,7 @@ def read(
     message: MessageInput,
     *,
     identity: Identity | None = None,
+    password: str | bytes | None = None,
     trust: Sequence[x509.Certificate] = (),
     policy: Policy = DEFAULT,
     at: dt.datetime | None = None,
@@ -475,7 +545,8 @@ def read(
     """Open every S/MIME layer of an inbound message, outermost first.
 
     Signed-then-encrypted, encrypted-then-signed and repeated signatures are all unwrapped:
-    each encrypted layer is decrypted with ``identity``, each signed layer verified against
+    each encrypted layer is decrypted with ``identity`` (or ``password``, see
+    :func:`decrypt`), each signed layer verified against
     ``trust``. The result keeps every layer's outcome; ``ReadResult.verified`` is true only
     if at least one signature was verified and none failed.
     """
@@ -484,9 +555,11 @@ def read(
     for _ in range(MAX_LAYERS):
         entity = wire.entity(data)
         if _is_enveloped(entity):
-            if identity is None:
-                raise DecryptionError("the message is encrypted; an identity is needed to read it")
-            decrypted = decrypt(data, identity, policy=policy)
+            if identity is None and password is None:
+                raise DecryptionError(
+                    "the message is encrypted; an identity or a password is needed to read it"
+                )
+            decrypted = decrypt(data, identity, password=password, policy=policy)
             layers.append(decrypted)
             data = decrypted.data
         elif entity.content_type == "multipart/signed" or _is_signed(entity):

@@ -21,6 +21,7 @@ from .. import wire
 from ..errors import InputError
 from ..policy import ContentCipher, Policy
 from ..smime.enveloped import GCM_TAG_SIZE, EnvelopePlan, EnvelopeRecipient, plan_envelope
+from ..smime.password import PasswordRecipient
 from ..smime.signed import Signer, sign_digest, signing_digest
 from .base import CHUNK, Data, Sink, Writer
 from .encoding import encode_lines
@@ -85,7 +86,10 @@ class EnvelopeWriter(Writer):
 
     @classmethod
     def for_recipients(
-        cls, inner: Sink, recipients: Sequence[EnvelopeRecipient], cipher: ContentCipher
+        cls,
+        inner: Sink,
+        recipients: Sequence[EnvelopeRecipient | PasswordRecipient],
+        cipher: ContentCipher,
     ) -> EnvelopeWriter:
         return cls(inner, plan_envelope(recipients, cipher))
 

@@ -8,10 +8,12 @@ import re
 
 from .. import payload, wire
 from ..errors import MalformedMessageError
+from ..legacydisplay import first_part_holds_all, strip_first_part
 from .base import Sink, Source
 from .encoding import CrlfWriter
 
 __all__ = [
+    "LEGACY_DISPLAY_LIMIT",
     "MAX_HEADER_SECTION",
     "PrefixedSource",
     "RestoringSink",
@@ -23,6 +25,10 @@ __all__ = [
 MAX_HEADER_SECTION = 1024 * 1024
 """The largest header section read before the body (a generous bound, not a limit of RFC
 5322, which has none: it keeps a malicious source from growing memory without end)."""
+
+LEGACY_DISPLAY_LIMIT = 1024 * 1024
+"""The most of a decrypted body held in memory to remove legacy display elements from it
+(see :class:`RestoringSink`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,28 +114,43 @@ class RestoringSink:
     """Receives the verified plaintext: reads the entity's header section, writes the
     restored message header, then passes the body through. An entity written with bare
     LF line ends (``openssl cms -binary`` of a Unix file) is made canonical, as the
-    in-memory reader does, unless its transfer encoding is binary."""
+    in-memory reader does, unless its transfer encoding is binary.
 
-    def __init__(self, sink: Sink, outer: wire.RawEntity) -> None:
+    Under protected headers the body may carry legacy display elements, which
+    :func:`securemail.payload.restore` removes; so that a streamed message reads as the
+    same message decrypted in memory, its body is held back. A body of up to ``limit``
+    bytes is restored whole, at :meth:`close`. Of a larger one only the start is changed:
+    what comes up to the end of the first part of a multipart, where all the elements are
+    (:func:`securemail.legacydisplay.first_part_holds_all`), if that end comes within
+    ``limit``; otherwise (a huge text, a multipart/alternative) the body passes unchanged,
+    as memory stays bounded only so."""
+
+    def __init__(
+        self, sink: Sink, outer: wire.RawEntity, *, limit: int = LEGACY_DISPLAY_LIMIT
+    ) -> None:
         self._sink = sink
         self._body: Sink = sink
         self._outer = outer
         self._head = bytearray()
+        self._limit = limit
+        self._inner: wire.RawEntity | None = None
+        self._hold: _Hold | None = None
         self.protected: tuple[str, ...] = ()
         self.done = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self.done:
             self._body.write(data)
-            return len(data)
-        self._head += data
-        found = self._header_end()
-        if found is None:
-            if len(self._head) > MAX_HEADER_SECTION:
+        else:
+            self._head += data
+            found = self._header_end()
+            if found is not None:
+                cut, lf = found
+                self._emit(bytes(self._head[:cut]), bytes(self._head[cut:]), lf=lf)
+            elif len(self._head) > MAX_HEADER_SECTION:
                 self._emit(b"", bytes(self._head), lf=False)  # no header section: all body
-            return len(data)
-        cut, lf = found
-        self._emit(bytes(self._head[:cut]), bytes(self._head[cut:]), lf=lf)
+        if self._hold is not None and len(self._hold.held) > self._limit:
+            self._release_start()
         return len(data)
 
     def _header_end(self) -> tuple[int, bool] | None:
@@ -143,19 +164,104 @@ class RestoringSink:
         if lf:
             header = wire.canonicalize(header)
         inner = wire.split_entity(header) if header else wire.RawEntity(fields=(), body=b"")
+        if payload.strips_legacy_display(inner):
+            self._inner = inner
+            self._hold = _Hold(self._sink)
+            self._body = self._hold
         if lf:
             field = inner.get("Content-Transfer-Encoding")
             if field is None or field.value.strip().lower() != "binary":
-                self._body = CrlfWriter(self._sink)
-        restored = payload.restore(self._outer, inner)
+                self._body = CrlfWriter(self._body)
+        restored = payload.restore_header(self._outer, inner)
         self.protected = restored.protected_headers
-        self._sink.write(restored.data)
+        if self._hold is None:
+            self._sink.write(restored.data)
         self._body.write(rest)
         self._head.clear()
         self.done = True
+
+    def _release_start(self) -> None:
+        """Past ``limit``: write the header and the start of the body, changed as
+        :func:`securemail.payload.restore` changes them, and the rest of the body as it is."""
+        assert self._hold is not None and self._inner is not None
+        body = bytes(self._hold.held)
+        start = _stripped_start(self._inner, body, self._limit)  # may refuse: nothing written
+        self._hold.release()
+        self._hold = None
+        self._sink.write(payload.restore_header(self._outer, self._inner).data)
+        if start is None:
+            self._sink.write(body)
+        else:
+            replaced, end = start
+            self._sink.write(replaced)
+            self._sink.write(memoryview(body)[end:])
 
     def close(self) -> None:
         if not self.done:
             self._emit(b"", bytes(self._head), lf=False)
         if isinstance(self._body, CrlfWriter):
             self._body.finalize()
+        if self._hold is not None:
+            assert self._inner is not None
+            whole = wire.RawEntity(fields=self._inner.fields, body=bytes(self._hold.held))
+            self._hold.release()
+            self._hold = None
+            self._sink.write(payload.restore(self._outer, whole).data)
+
+
+class _Hold:
+    """The body while it may still change: kept until released, then passed to ``sink``."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self.held = bytearray()
+        self._released = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._released:
+            self._sink.write(data)
+        else:
+            self.held += data
+        return len(data)
+
+    def release(self) -> None:
+        """From now on pass writes through; what was held is the caller's to write."""
+        self._released = True
+        self.held = bytearray()
+
+
+_DELIMITER_ROOM = 1024
+"""Bytes after a delimiter line's start within which it surely ends (70 for the boundary,
+the rest for transport padding): a first part ending this far before ``limit`` is found in
+any held body longer than ``limit``, however the writes were cut."""
+
+
+def _stripped_start(inner: wire.RawEntity, body: bytes, limit: int) -> tuple[bytes, int] | None:
+    """The start of ``body`` (a prefix of ``inner``'s body) with its legacy display
+    elements removed, and where in ``body`` the unchanged rest begins; None if the first
+    part of the multipart does not end within ``limit`` or nothing changes."""
+    container = wire.parse_headers(inner.header_bytes())
+    boundary = container.get_boundary()
+    if not first_part_holds_all(container) or not boundary or not boundary.isascii():
+        return None
+    try:
+        delimiters = wire.delimiter_lines(boundary).finditer(body)
+    except MalformedMessageError:
+        return None  # not a boundary a multipart can have
+    opening = next(delimiters, None)
+    if opening is None or opening.group(1):
+        return None
+    ending = next(delimiters, None)
+    # The delimiter line must be whole: the held body may end in the middle of one.
+    if ending is None or ending.start() > limit - _DELIMITER_ROOM:
+        return None
+    part = body[opening.end() : ending.start()]
+    if not ending.group().endswith(wire.CRLF) or not part.strip():
+        return None
+    first = wire.parse(part)
+    changed = strip_first_part(container, first, followed=not ending.group(1))
+    if changed is None:  # dropped: the delimiter line before it now opens the next part
+        return body[: opening.end()], ending.end()
+    if not changed:
+        return None
+    return body[: opening.end()] + wire.to_bytes(first), ending.start()

@@ -26,14 +26,17 @@ from .. import payload, wire
 from ..errors import (
     DecryptionError,
     EmbeddedCiphertextError,
+    InputError,
     MalformedMessageError,
+    NotARecipientError,
     SecureMailError,
     UnsupportedAlgorithmError,
 )
-from ..keys import Identity, Recipient
+from ..keys import Identity
 from ..policy import DEFAULT, Policy
 from ..smime import enveloped
-from ..smime.mime import pkcs7_mime_fields, plan_recipients
+from ..smime.mime import AnyRecipient, pkcs7_mime_fields, plan_recipients
+from ..smime.password import PasswordRecipient
 from .base import Sink, Source, Writer
 from .ber import Base64Source, BerReader
 from .cms import DetachedSignatureWriter, EnvelopeWriter
@@ -62,7 +65,7 @@ def _encrypt_prepared(
     sink: Sink,
     prepared: payload.Prepared,
     write: Callable[[Writer], None],
-    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    recipients: Sequence[AnyRecipient],
     signer: Identity | None,
     policy: Policy,
     trust: Sequence[x509.Certificate] | None,
@@ -82,7 +85,7 @@ def _encrypt_prepared(
 def encrypt(
     sink: Sink,
     message: payload.MessageInput,
-    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    recipients: Sequence[AnyRecipient],
     *,
     attachments: Sequence[StreamedAttachment] = (),
     signer: Identity | None = None,
@@ -111,7 +114,7 @@ def encrypt(
 def encrypt_stream(
     source: Source,
     sink: Sink,
-    recipients: Sequence[Recipient | Identity | x509.Certificate],
+    recipients: Sequence[AnyRecipient],
     *,
     signer: Identity | None = None,
     policy: Policy = DEFAULT,
@@ -186,8 +189,9 @@ def sign_stream(
 def decrypt_stream(
     source: Source,
     sink: Sink,
-    identity: Identity,
+    identity: Identity | None = None,
     *,
+    password: str | bytes | None = None,
     policy: Policy = DEFAULT,
     spool_dir: str | os.PathLike[str] | None = None,
     prefix: bytes = b"",
@@ -198,7 +202,11 @@ def decrypt_stream(
     tag verified; for CBC, the padding checked: such content is still unauthenticated and
     flagged so). Until then the plaintext waits in an encrypted, anonymous spool file in
     ``spool_dir``; on any failure it is destroyed and the typed error raised.
+
+    ``identity`` and ``password`` work as for :func:`securemail.smime.decrypt`.
     """
+    if identity is None and password is None:
+        raise InputError("decrypt_stream needs an identity, a password, or both")
     header, body = read_header_section(source, prefix)
     outer = wire.entity(header)
     smime_type = outer.params.get("smime-type", "enveloped-data")
@@ -213,7 +221,7 @@ def decrypt_stream(
     reader = BerReader(Base64Source(body) if encoding == "base64" else body)
     with Spool(spool_dir, limit=policy.max_stream_size) as spool:
         try:
-            opened, tag = _read_envelope(reader, identity, policy, spool)
+            opened, tag, by_certificate = _read_envelope(reader, identity, password, policy, spool)
             spool.write(opened.finalize(tag))
         except SecureMailError:
             raise
@@ -227,17 +235,22 @@ def decrypt_stream(
     return StreamDecryptResult(
         authenticated=opened.authenticated,
         content_cipher=opened.name,
-        recipient=identity.name,
+        recipient=identity.name if by_certificate and identity else PasswordRecipient.name,
         protected_headers=restorer.protected,
         size=size,
     )
 
 
 def _read_envelope(
-    reader: BerReader, identity: Identity, policy: Policy, spool: Spool
-) -> tuple[enveloped.ContentDecryptor, bytes | None]:
+    reader: BerReader,
+    identity: Identity | None,
+    password: str | bytes | None,
+    policy: Policy,
+    spool: Spool,
+) -> tuple[enveloped.ContentDecryptor, bytes | None, bool]:
     """Walk ContentInfo -> (Auth)EnvelopedData, decrypting the content into ``spool``;
-    returns the decryptor (to finalize) and the GCM tag."""
+    returns the decryptor (to finalize), the GCM tag, and whether the identity's
+    certificate (rather than the password) opened it."""
     content_info = reader.expect(0x30)
     content_type = cms.ContentType.load(reader.element()).native
     if content_type not in ("enveloped_data", "authenticated_enveloped_data"):
@@ -252,13 +265,8 @@ def _read_envelope(
     content = reader.expect(0x30)
     reader.element()  # content type (id-data)
     algorithm = algos.EncryptionAlgorithm.load(reader.element())
-    opened = enveloped.open_stream(
-        infos,
-        algorithm,
-        identity.private_key,
-        identity.certificate,
-        authenticated_container=authenticated,
-        require_authenticated=policy.require_authenticated_encryption,
+    opened, by_certificate = _open_stream(
+        infos, algorithm, identity, password, policy, authenticated
     )
     if reader.peek_tag() in (0x80, 0xA0):
         for piece in reader.octets(reader.header()):
@@ -274,4 +282,42 @@ def _read_envelope(
     # What follows the tag can only close the outer elements: nothing there is trusted or
     # used, so it is not read.
     del envelope, explicit, content_info
-    return opened, tag
+    return opened, tag, by_certificate
+
+
+def _open_stream(
+    infos: cms.RecipientInfos,
+    algorithm: algos.EncryptionAlgorithm,
+    identity: Identity | None,
+    password: str | bytes | None,
+    policy: Policy,
+    authenticated: bool,
+) -> tuple[enveloped.ContentDecryptor, bool]:
+    """With the identity's certificate if the message names it, else with the password;
+    true when the certificate opened it."""
+    strict = policy.require_authenticated_encryption
+    if identity is not None:
+        try:
+            opened = enveloped.open_stream(
+                infos,
+                algorithm,
+                identity.private_key,
+                identity.certificate,
+                authenticated_container=authenticated,
+                require_authenticated=strict,
+            )
+            return opened, True
+        except NotARecipientError:
+            if password is None:
+                raise
+    assert password is not None
+    opened = enveloped.open_stream_with_password(
+        infos,
+        algorithm,
+        password,
+        authenticated_container=authenticated,
+        require_authenticated=strict,
+        min_iterations=policy.min_pbkdf2_iterations,
+        max_iterations=policy.max_pbkdf2_iterations,
+    )
+    return opened, False

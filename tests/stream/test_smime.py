@@ -61,6 +61,7 @@ from securemail.stream import smime as streaming
 from securemail.stream.base import Sink, Writer
 from securemail.stream.cms import DetachedSignatureWriter, EnvelopeWriter
 from securemail.stream.encoding import Base64Writer, CrlfWriter
+from securemail.stream.message import LEGACY_DISPLAY_LIMIT
 from securemail.stream.mime import MultipartWriter, StreamedAttachment
 
 MiB = 1024 * 1024
@@ -852,6 +853,47 @@ def test_decrypt_stream_reads_in_memory_der(people: People, cipher: str) -> None
         TrickleSource(protected[700:], 1001), sink, identity, prefix=protected[:700]
     )
     assert sink.data == expected
+
+
+@pytest.mark.parametrize("writer", ["streaming", "in-memory"])
+def test_decrypt_stream_removes_legacy_display_of_a_large_message(
+    people: People, tmp_path: Path, writer: str
+) -> None:
+    """A legacy display message (the Subject repeated at the top of the text, RFC 9788)
+    with a 3 MiB attachment, more than decrypt_stream holds in memory: it reads byte for
+    byte as smime.decrypt reads it, the element removed from the text, and the attachment
+    streams through rather than being held whole. Both encryptors write legacy display."""
+    compatible = DEFAULT.clone(legacy_display=True)
+    attachment = noise(3 * MiB, 29)
+    recipients = [people.recipient("rsa", GCM)]
+    if writer == "streaming":
+        big = AttachedFile("big.bin", attachment)
+        data = stream_encrypt(
+            text_message(), recipients, attachments=[big.streamed()], policy=compatible
+        )
+    else:
+        built = (
+            MessageBuilder()
+            .from_addr(SENDER)
+            .to(*TO)
+            .subject(SUBJECT)
+            .text(TEXT)
+            .attach(attachment, filename="big.bin")
+            .build()
+        )
+        data = smime.encrypt(built, recipients, policy=compatible).data
+    identity = people.identity("rsa")
+    expected = smime.decrypt(data, identity).data
+    assert len(expected) > 2 * LEGACY_DISPLAY_LIMIT
+
+    sink = RecordingSink()
+    streaming.decrypt_stream(io.BytesIO(data), sink, identity, spool_dir=tmp_path)
+    assert sink.data == expected
+    message = parse(sink.data)
+    assert message["Subject"] == SUBJECT
+    assert plain_text(message) == TEXT
+    assert [p.get_content() for p in message.iter_attachments()] == [attachment]
+    assert max(len(w) for w in sink.writes) < 2 * LEGACY_DISPLAY_LIMIT, "held whole"
 
 
 # === 5. damaged streams: typed error, nothing released, nothing left ============================

@@ -250,3 +250,70 @@ def test_local_server_config_verifies_its_own_certificate() -> None:
         assert server.messages[0].data == wire.to_bytes(message)
         with pytest.raises(securemail.errors.TLSRequiredError):
             securemail.transport.send(message, server.config(ca_data=None))
+
+
+GOVERNED_RULES = """
+internal_domains = ["example.com"]
+
+[[rules]]
+name = "cards-leave-encrypted"
+match = { external = true, content = { detectors = ["payment_card"] } }
+action = { encrypt = "smime" }
+"""
+
+
+def test_send_governed_by_rules(tmp_path: Path) -> None:
+    """``send --policy``: the unprotected message goes in, the rules make it encrypted with
+    the key from the directory, and the audit log records it; a recipient without a key
+    stops the message for everyone, with one line naming the rule and the recipient."""
+    ca = throwaway_identity("CA")
+    bob = throwaway_identity("Bob", email="bob@example.org", issuer=ca)
+    (tmp_path / "bob.pem").write_bytes(bob.certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "policy.toml").write_text(GOVERNED_RULES)
+    keys = str(tmp_path / "keys.sqlite")
+    imported = subprocess.run(
+        [sys.executable, "-m", "securemail", "keys", "import", str(tmp_path / "bob.pem"),
+         "--directory", keys],
+        capture_output=True, text=True, check=False, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+
+    def invoice(*to: str) -> Path:
+        path = tmp_path / "invoice.eml"
+        built = (
+            securemail.MessageBuilder()
+            .from_addr("alice@example.com")
+            .to(*to)
+            .subject("Invoice")
+            .text("Card 4111-1111-1111-1111 please.")
+            .build()
+        )
+        path.write_bytes(wire.to_bytes(built))
+        return path
+
+    with LocalSMTPServer() as server:
+        ca_path = tmp_path / "server-ca.pem"
+        ca_path.write_bytes(server.ca_pem)
+        common = [
+            "--smtp", f"127.0.0.1:{server.port}", "--ca", str(ca_path), "--policy",
+            str(tmp_path / "policy.toml"), "--directory", keys, "--audit-log",
+            str(tmp_path / "audit.jsonl"),
+        ]  # fmt: skip
+        done = run(*common, "-i", str(invoice("bob@example.org")))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("delivered bob@example.org 250 smime ")
+        (received,) = server.messages
+        assert b"4111" not in received.data
+        assert b"4111-1111-1111-1111" in securemail.decrypt(received.data, bob).data
+
+        refused = run(*common, "-i", str(invoice("bob@example.org", "eve@elsewhere.example")))
+        assert refused.returncode == 1
+        assert refused.stdout == ""
+        (line,) = refused.stderr.splitlines()
+        assert "cards-leave-encrypted" in line and "eve@elsewhere.example" in line
+        assert len(server.messages) == 1  # not even Bob got this one
+    verified = subprocess.run(
+        [sys.executable, "-m", "securemail", "audit", "verify", str(tmp_path / "audit.jsonl")],
+        capture_output=True, text=True, check=False, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
