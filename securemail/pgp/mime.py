@@ -297,7 +297,11 @@ _BLANKISH_LINE = re.compile(rb"(?m)^(?:[ \t]|\xc2\xa0|\xa0)+(?=\r?$)")
 
 def _clean_armor(block: bytes) -> bytes:
     """Armor as gpg reads it: HTML-to-text conversions leave the blank line after the
-    armor headers as a no-break space (Thunderbird normalizes it the same way)."""
+    armor headers as a no-break space (Thunderbird normalizes it the same way). Binary
+    OpenPGP data (an encrypted part in base64) is left alone: its bytes are not lines, and
+    "removing blank lines" from them would damage the ciphertext."""
+    if block.lstrip()[:1] and block.lstrip()[0] & 0x80:
+        return block
     return _BLANKISH_LINE.sub(b"", block)
 
 

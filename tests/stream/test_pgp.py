@@ -80,6 +80,8 @@ from securemail.stream import pgp as streaming
 from securemail.stream.base import Data, Sink, Source
 from securemail.stream.message import LEGACY_DISPLAY_LIMIT, StreamDecryptResult
 from securemail.stream.mime import StreamedAttachment, write_message
+from securemail.stream.openpgp import OpenPGPEncryptWriter
+from securemail.stream.openpgp_keys import recipient_keys
 
 MiB = 1024 * 1024
 SUBJECT = "Quartalsbericht: Grüße aus Köln"
@@ -1195,6 +1197,32 @@ def test_reads_what_gpg_writes(keyset: KeySet, cli: GpgCli, tmp_path: Path, made
     assert result.protected_headers == expected.protected_headers
     assert result.size == len(entity)
     assert result.recipient == keyset.bob.fingerprint
+
+
+_BLANKISH = re.compile(rb"\n(?:[ \t]|\xa0)+\r?\n")
+
+
+def test_binary_ciphertext_in_base64_is_not_taken_for_armor(keyset: KeySet, tmp_path: Path) -> None:
+    """Regression: the in-memory reader dropped "blank-looking lines" (white space or a
+    no-break space between line ends, an HTML-to-text artefact in armor) from *binary*
+    OpenPGP data too, corrupting about one gpg message in thirty. Ciphertext is drawn until
+    it holds such bytes, then both readers must open it."""
+    keys = recipient_keys(keyset.bob.public)
+    entity = ENTITY + noise(200_000, 3).hex().encode() + b"\r\n"
+    for _ in range(200):
+        sink = io.BytesIO()
+        with OpenPGPEncryptWriter.for_recipients(sink, keys, threaded=False) as writer:
+            writer.write(entity)
+        binary = sink.getvalue()
+        if _BLANKISH.search(binary):
+            break
+    else:
+        pytest.fail("no ciphertext with a blank-looking line in 200 draws")
+    data = base64_part(HEADERS, binary)
+    opened = pgp.decrypt(data, keys=[keyset.bob.secret])
+    released, _ = stream_decrypt(data, keyset.bob, spool_dir=tmp_path)
+    assert released == opened.data
+    assert opened.data.endswith(noise(200_000, 3).hex().encode() + b"\r\n")
 
 
 @pytest.fixture(scope="module")
