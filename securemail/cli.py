@@ -97,6 +97,10 @@ def _message_password(args: argparse.Namespace) -> bytes | None:
     """The RFC 3211 message password: the first line of --pwri-password-file (distinct from
     --password-file, which unlocks a key)."""
     path = getattr(args, "pwri_password_file", None)
+    if not path and not getattr(args, "key", None) and not getattr(args, "pgp", False):
+        # S/MIME with no private key to unlock: --password-file can only mean the message's
+        # password (``encrypt --smime --password-file F``, ``decrypt --password-file F``).
+        path = getattr(args, "password_file", None)
     if not path:
         return None
     line = Path(path).read_bytes().split(b"\n", 1)[0].rstrip(b"\r")

@@ -650,3 +650,24 @@ def test_cli_failures_are_one_line(workdir: Path) -> None:
     assert neither.returncode == 2 and b"--pwri-password-file" in neither.stderr
     pgp = cli(workdir, "encrypt --pgp --pwri-password-file pw.txt -i msg.eml")
     assert pgp.returncode == 2 and b"S/MIME only" in pgp.stderr
+
+
+def test_cli_password_file_is_the_message_password_without_a_key(workdir: Path) -> None:
+    """The issue's spelling, ``encrypt --smime --password-file F`` and ``decrypt
+    --password-file F``: with no key to unlock, --password-file is the message password.
+    With --key it still unlocks the key (and the message password is --pwri-password-file)."""
+    done = cli(workdir, "encrypt --smime --password-file pw.txt -i msg.eml -o enc.eml")
+    assert done.returncode == 0, done.stderr
+    data = (workdir / "enc.eml").read_bytes()
+    assert b"The numbers are in." in decrypt(data, password=PASSWORD).data
+    done = cli(workdir, "decrypt --password-file pw.txt -i enc.eml")
+    assert done.returncode == 0, done.stderr
+    assert b"The numbers are in." in done.stdout
+    wrong = cli(workdir, "decrypt --password-file wrong.txt -i enc.eml")
+    assert wrong.returncode == 1 and b"wrong password" in wrong.stderr
+    # With a key, --password-file unlocks it: bob.key is not encrypted, so it is ignored,
+    # and the message (not encrypted to Bob) cannot be opened by his key.
+    with_key = cli(
+        workdir, "decrypt --key bob.key --cert bob.pem --password-file pw.txt -i enc.eml"
+    )
+    assert with_key.returncode == 1
