@@ -43,7 +43,7 @@ import email.utils
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Literal, NoReturn, overload
 
 from .. import wire
 from ..compose import Message, envelope_recipients, envelope_sender
@@ -264,7 +264,7 @@ class _Governed:
 
     # --- refusals -----------------------------------------------------------------------------
 
-    def _refuse(self, error: SecureMailError, recipients: Sequence[str] | None = None) -> None:
+    def _refuse(self, error: SecureMailError, recipients: Sequence[str] | None = None) -> NoReturn:
         if self.audit is not None:
             self.audit.record_refusal(
                 self.message_id,
@@ -420,17 +420,20 @@ class _Governed:
             )
             given = self.password_callback(request)
             password = given.encode("utf-8") if isinstance(given, str) else bytes(given)
-        protected = [(group, self._protect(group, password)) for group in groups]
-        if self.dkim is not None:
-            protected = [(group, self.dkim.sign(copy)) for group, copy in protected]
-        archive_id = None
-        if self.archive is not None:
-            entry = self.archive.store(
-                wire.to_bytes(self.message), envelope_recipients=self.recipients
-            )
-            archive_id = entry.id
-            if self.audit is not None:
-                self.audit.record_archive(self.message_id, entry.id)
+        try:  # nothing has left yet: a failure here is a refusal, and is audited as one
+            protected = [(group, self._protect(group, password)) for group in groups]
+            if self.dkim is not None:
+                protected = [(group, self.dkim.sign(copy)) for group, copy in protected]
+            archive_id = None
+            if self.archive is not None:
+                entry = self.archive.store(
+                    wire.to_bytes(self.message), envelope_recipients=self.recipients
+                )
+                archive_id = entry.id
+        except SecureMailError as error:
+            self._refuse(error)
+        if self.audit is not None and archive_id is not None:
+            self.audit.record_archive(self.message_id, archive_id)
         deliveries = []
         for group, message in protected:
             if self.audit is not None and group.protection != "none":

@@ -21,6 +21,7 @@ from securemail.demo import throwaway_identity
 from securemail.errors import (
     DecryptionError,
     EncryptionRequiredError,
+    IndexKeyError,
     NotARecipientError,
     PolicyRequirementError,
     RecipientUnreachableError,
@@ -350,3 +351,31 @@ def test_password_rule_without_a_callback_refuses(
         )
     assert caught.value.requirement == "password"
     assert server.messages == []
+
+
+def test_archive_failure_stops_the_message(
+    server: LocalSMTPServer, directory: Directory, escrow: Identity, tmp_path: Path
+) -> None:
+    """No mail leaves that the archive does not hold: an archive that cannot store (opened
+    without its index key) refuses the message, and the refusal is audited."""
+    Archive.create(
+        tmp_path / "archive.sqlite",
+        recipient=Recipient.from_certificate(escrow.certificate),
+        retention=None,
+    ).close()
+    with (
+        Archive.open(tmp_path / "archive.sqlite") as archive,
+        AuditLog.open(tmp_path / "audit.jsonl") as log,
+        pytest.raises(IndexKeyError),
+    ):
+        securemail.send(
+            message("erin@partner.example"),
+            server.config(),
+            policy=RuleSet.from_toml(RULES),
+            directory=directory,
+            audit=log,
+            archive=archive,
+        )
+    assert server.messages == []
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["event"] == "refusal"
