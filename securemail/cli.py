@@ -103,7 +103,7 @@ def _message_password(args: argparse.Namespace) -> bytes | None:
         path = getattr(args, "password_file", None)
     if not path:
         return None
-    line = Path(path).read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
+    line = _file_line(path)
     if not line:
         raise InputError(f"{path}: the first line is empty; it must hold the message password")
     return line
