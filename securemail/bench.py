@@ -117,7 +117,9 @@ def _worker(argv: Sequence[str]) -> int:
     from .stream.threads import BackgroundSink, BackgroundSource
 
     operation, *paths = argv
-    policy = DEFAULT.clone(max_stream_size=1 << 45)
+    binary = operation.endswith("-binary")
+    operation = operation.removesuffix("-binary")
+    policy = DEFAULT.clone(max_stream_size=1 << 45, binary_attachments=binary)
     if operation in ("smime-encrypt-gcm", "smime-encrypt-cbc", "smime-sign"):
         source, output, cert, key = paths
         message = (
@@ -153,7 +155,7 @@ def _worker(argv: Sequence[str]) -> int:
                 sink,
                 identity,
                 policy=policy,
-                spool_dir=str(Path(output).parent),
+                spool_dir=str(Path(source).parent),
             )
         return 0
     if operation == "pgp-encrypt":
@@ -193,7 +195,7 @@ def _worker(argv: Sequence[str]) -> int:
                 sink,
                 gnupg=engine,
                 policy=policy,
-                spool_dir=str(Path(output).parent),
+                spool_dir=str(Path(source).parent),
             )
         return 0
     raise SystemExit(f"unknown benchmark operation {operation}")

@@ -130,6 +130,15 @@ class Policy:
     """Accept SHA-1 signatures and certificates and RSA keys under 2048 bits when verifying
     old mail. Off by default: such signatures can be forged."""
 
+    binary_attachments: bool = False
+    """Carry streamed attachments (:class:`securemail.stream.mime.StreamedAttachment`)
+    inside encryption as they are (``Content-Transfer-Encoding: binary``) instead of
+    base64: one base64 layer (the encryption's own) instead of two, a quarter less to
+    write and about twice as fast. RFC 8551 section 3.1.2 requires every S/MIME reader to
+    handle binary MIME inside the envelope, as OpenSSL, gpgsm and gpg do, but section 3.1.3
+    says SHOULD 7-bit, so it is off by default. Never applies where a signature covers the
+    content (signed content must be 7-bit: RFC 8551 3.1.1, RFC 3156 section 3)."""
+
     max_message_size: int = 256 * 1024 * 1024
     """Upper bound on an inbound message or decrypted content held in memory, in bytes."""
     max_stream_size: int = 64 * 1024**3

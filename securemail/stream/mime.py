@@ -1,9 +1,10 @@
 """MIME written as a stream: multipart bodies whose parts are added one at a time.
 
 A streamed attachment is never held in memory: it is read from its file in chunks and
-base64-encoded on the way out. Boundaries are random and contain ``_``, which base64 text
-cannot, so a streamed part can never contain its own boundary; parts given as bytes are
-checked.
+base64-encoded on the way out, or, inside encryption and where the policy allows it,
+carried as it is (``Content-Transfer-Encoding: binary``). Boundaries are random and contain
+``_``, which base64 text cannot, so a base64 part can never contain its own boundary; a
+binary part and parts given as bytes are checked.
 """
 
 from __future__ import annotations
@@ -83,24 +84,57 @@ class StreamedAttachment:
         guessed, _ = mimetypes.guess_type(self.filename)
         self.content_type = _checked_type(content_type or guessed or "application/octet-stream")
 
-    def header_fields(self) -> list[tuple[str, str]]:
+    def header_fields(self, *, binary: bool = False) -> list[tuple[str, str]]:
         return [
             ("Content-Type", self.content_type),
-            ("Content-Transfer-Encoding", "base64"),
+            ("Content-Transfer-Encoding", "binary" if binary else "base64"),
             ("Content-Disposition", _disposition(self.filename)),
         ]
 
     def write_base64(self, sink: Sink) -> int:
         """Base64 of the file into ``sink``; the number of file bytes read."""
         encoder = Base64Writer(PartSink(sink))
-        if self._path is not None:
-            with self._path.open("rb") as source:
-                count = copy_into(encoder, source)
-        else:
-            assert self._file is not None
-            count = copy_into(encoder, self._file)
+        count = self._copy(encoder)
         encoder.finalize()
         return count
+
+    def write_binary(self, sink: Sink, boundary: str) -> int:
+        """The file as it is into ``sink`` (for a part inside encryption); the number of
+        bytes read. A file holding the multipart delimiter would end its part early when
+        read back: that stops the message with :class:`MalformedMessageError`."""
+        return self._copy(_DelimiterGuard(sink, boundary))
+
+    def _copy(self, sink: Sink) -> int:
+        if self._path is not None:
+            with self._path.open("rb") as source:
+                return copy_into(sink, source)
+        assert self._file is not None
+        return copy_into(sink, self._file)
+
+
+class _DelimiterGuard:
+    """Passes a binary part's bytes on, refusing any that hold ``CRLF--boundary`` (the
+    part's first line counts as following a CRLF: the blank line of its header)."""
+
+    def __init__(self, inner: Sink, boundary: str) -> None:
+        self._inner = inner
+        self._delimiter = b"\r\n--" + boundary.encode("ascii")
+        self._tail = b"\r\n"  # the last len(delimiter) - 1 bytes seen
+
+    def write(self, data: Data) -> int:
+        view = memoryview(data).cast("B")
+        keep = len(self._delimiter) - 1
+        for start in range(0, len(view), CHUNK):
+            # Searched in copies of CHUNK bytes: small enough to come from the allocator's
+            # free lists, where a copy of the whole write would fault in fresh pages.
+            piece = bytes(view[start : start + CHUNK])
+            if self._delimiter in self._tail + piece[:keep] or self._delimiter in piece:
+                raise MalformedMessageError(
+                    "an attachment holds the multipart boundary; send it base64-encoded"
+                )
+            self._tail = (self._tail + piece[-keep:])[-keep:]
+        self._inner.write(view)
+        return len(view)
 
 
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
@@ -139,9 +173,12 @@ class MultipartWriter(Writer):
         self._begin()
         self._inner.write(entity)
 
-    def add_attachment(self, attachment: StreamedAttachment) -> int:
-        """A streamed attachment part; the number of file bytes it held."""
-        self._begin(attachment.header_fields())
+    def add_attachment(self, attachment: StreamedAttachment, *, binary: bool = False) -> int:
+        """A streamed attachment part, base64 or (``binary``, only where a transport
+        never sees it: inside encryption) as it is; the number of file bytes it held."""
+        self._begin(attachment.header_fields(binary=binary))
+        if binary:
+            return attachment.write_binary(self._inner, self.boundary)
         return attachment.write_base64(self._inner)
 
     def _begin(self, fields: Iterable[tuple[str, str]] | None = None) -> None:
@@ -180,9 +217,15 @@ def with_attachments(
 
 
 def write_entity(
-    top: Writer, entity: bytes, boundary: str | None, attachments: Sequence[StreamedAttachment]
+    top: Writer,
+    entity: bytes,
+    boundary: str | None,
+    attachments: Sequence[StreamedAttachment],
+    *,
+    binary: bool = False,
 ) -> None:
-    """The prepared entity, then (for multipart/mixed) each streamed attachment; finalizes."""
+    """The prepared entity, then (for multipart/mixed) each streamed attachment, binary if
+    ``binary``; finalizes."""
     if boundary is None:
         top.write(entity)
         top.finalize()
@@ -194,7 +237,7 @@ def write_entity(
     top.write(entity[:cut])
     parts = MultipartWriter(top, boundary)
     for attachment in attachments:
-        parts.add_attachment(attachment)
+        parts.add_attachment(attachment, binary=binary)
     parts.finalize()
 
 

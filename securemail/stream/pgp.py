@@ -125,7 +125,9 @@ def encrypt(
     return _encrypt_prepared(
         sink,
         prepared,
-        lambda top: write_entity(top, prepared.entity, boundary, attachments),
+        lambda top: write_entity(
+            top, prepared.entity, boundary, attachments, binary=policy.binary_attachments
+        ),
         recipients,
         keys,
         gnupg,
@@ -170,7 +172,7 @@ class _EncryptedPart:
         self._marker = b"\n--" + boundary.encode("ascii")
         self._line = re.compile(rb"\r?\n--" + re.escape(boundary.encode("ascii")) + rb"[ \t]*\r?\n")
         self._buffer = bytearray(b"\r\n")  # so that a delimiter on the first line is found
-        self._chunk = bytearray(4 * CHUNK)
+        self._chunk = bytearray(CHUNK)  # (larger reads make the buffer's reallocations fault)
         self._ended = False
         self.fields = self._prologue()
 

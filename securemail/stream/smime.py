@@ -102,7 +102,13 @@ def encrypt(
     return _encrypt_prepared(
         sink,
         prepared,
-        lambda top: write_entity(top, prepared.entity, boundary, attachments),
+        lambda top: write_entity(
+            top,
+            prepared.entity,
+            boundary,
+            attachments,
+            binary=policy.binary_attachments and signer is None,
+        ),
         recipients,
         signer,
         policy,

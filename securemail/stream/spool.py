@@ -6,6 +6,9 @@ temporary file (no name on disk, gone when closed, even if the process dies) enc
 with a key that exists only in this object, so that no plaintext ever reaches the disk.
 Once the check has passed, :meth:`Spool.replay` decrypts it into the caller's sink;
 :meth:`Spool.discard` (or leaving the ``with`` block on an error) destroys it.
+
+The file is written and read by worker threads (:mod:`securemail.stream.threads`), so the
+kernel's copies overlap the decryption instead of following it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import SizeLimitExceeded
 from .base import CHUNK, Data, Sink
+from .threads import BackgroundSink, BackgroundSource
 
 __all__ = ["Spool"]
 
@@ -32,6 +36,7 @@ class Spool:
         self._cipher = Cipher(algorithms.AES(key), modes.CTR(nonce))
         self._encryptor = self._cipher.encryptor()
         self._buffer = bytearray(CHUNK)
+        self._writer: BackgroundSink | None = BackgroundSink(self._file)
         self._limit = limit
         self.size = 0
 
@@ -39,29 +44,43 @@ class Spool:
         self.size += len(data)
         if self.size > self._limit:
             raise SizeLimitExceeded("the decrypted content", self._limit)
+        if self._writer is None:
+            raise ValueError("the spool is being replayed or was discarded")
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
             piece = view[start : start + CHUNK]
             count = self._encryptor.update_into(piece, self._buffer)
-            self._file.write(memoryview(self._buffer)[:count])
+            self._writer.write(memoryview(self._buffer)[:count])
         return len(data)
 
     def replay(self, sink: Sink) -> None:
         """Decrypt everything written into ``sink``, then destroy the spool."""
-        self._file.flush()
-        self._file.seek(0)
-        decryptor = self._cipher.decryptor()
-        data = bytearray(CHUNK)
-        clear = bytearray(CHUNK)
         try:
-            while count := self._file.readinto(data):
+            self._close_writer()  # every block on disk, or the writer's error raised
+            self._file.flush()
+            self._file.seek(0)
+            decryptor = self._cipher.decryptor()
+            source = BackgroundSource(self._file)
+            data = bytearray(CHUNK)
+            clear = bytearray(CHUNK)
+            while count := source.readinto(data):
                 size = decryptor.update_into(memoryview(data)[:count], clear)
                 sink.write(memoryview(clear)[:size])
         finally:
             self.discard()
 
+    def _close_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
     def discard(self) -> None:
-        self._file.close()
+        try:
+            self._close_writer()
+        except OSError:
+            pass  # a spool that could not be written is being destroyed anyway
+        finally:
+            self._file.close()
 
     def __enter__(self) -> Self:
         return self

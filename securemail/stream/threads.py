@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from types import TracebackType
 from typing import Self
 
@@ -17,52 +18,78 @@ from .base import Data, Sink, Source, Writer
 
 __all__ = ["BackgroundSink", "BackgroundSource", "ThreadedWriter"]
 
-BLOCK = 512 * 1024
+BLOCK = 256 * 1024
 """Bytes gathered before a write is handed to the worker (fewer, larger system calls)."""
-DEPTH = 4
-"""Blocks in flight: at most ``DEPTH * BLOCK`` bytes held."""
+DEPTH = 3
+"""Blocks per queue: at most ``DEPTH * BLOCK`` bytes held by one sink or source."""
+
+
+class _Ring:
+    """``DEPTH`` buffers of ``BLOCK`` bytes, allocated once and passed between two threads.
+
+    Nothing is allocated per block: above the C allocator's mmap threshold (128 KiB) every
+    fresh buffer would come from the kernel as new pages, and on a virtual machine faulting
+    them in costs more than the copy into a reused one.
+    """
+
+    def __init__(self) -> None:
+        self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(DEPTH):
+            self.free.put(bytearray(BLOCK))
+        self.full: queue.SimpleQueue[tuple[bytearray, int] | BaseException | None] = (
+            queue.SimpleQueue()
+        )
 
 
 class BackgroundSink:
-    """Buffers writes into blocks and writes them to ``sink`` from a worker thread.
+    """Gathers writes into blocks and writes them to ``sink`` from a worker thread.
 
     Use as a context manager, or call :meth:`close`: it drains the queue and re-raises an
     error the worker met (a full disk, a closed pipe) in the caller's thread.
     """
 
     def __init__(self, sink: Sink) -> None:
-        self._sink = sink
-        self._block = bytearray()
-        self._queue: queue.Queue[bytearray | None] = queue.Queue(maxsize=DEPTH)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="securemail-writer", daemon=True)
+        self._ring = _Ring()
+        self._block = self._ring.free.get()
+        self._fill = 0
+        self._errors: list[BaseException] = []
+        self._closed = False
+        self._thread = threading.Thread(
+            target=_drain, args=(self._ring, sink, self._errors), name="securemail-writer"
+        )
+        self._thread.daemon = True
         self._thread.start()
-
-    def _run(self) -> None:
-        while (block := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._sink.write(block)
-                except BaseException as exc:  # handed to the caller's thread
-                    self._error = exc
+        # Abandoned unclosed (an error upstream), it stops its worker when collected.
+        weakref.finalize(self, self._ring.full.put, None)
 
     def write(self, data: Data) -> int:
-        if self._error is not None:
-            raise self._error
-        self._block += data
-        if len(self._block) >= BLOCK:
-            self._queue.put(self._block)  # handed over whole: the worker owns it now
-            self._block = bytearray()
+        if self._errors:
+            raise self._errors[0]
+        view = memoryview(data).cast("B")
+        while view:
+            take = min(len(view), BLOCK - self._fill)
+            self._block[self._fill : self._fill + take] = view[:take]
+            self._fill += take
+            view = view[take:]
+            if self._fill == BLOCK:
+                self._hand_over()
         return len(data)
 
+    def _hand_over(self) -> None:
+        self._ring.full.put((self._block, self._fill))
+        self._block = self._ring.free.get()  # waits while the worker is DEPTH blocks behind
+        self._fill = 0
+
     def close(self) -> None:
-        if self._block:
-            self._queue.put(self._block)
-            self._block = bytearray()
-        self._queue.put(None)
+        if self._closed:
+            return
+        self._closed = True
+        if self._fill:
+            self._hand_over()
+        self._ring.full.put(None)
         self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self._errors:
+            raise self._errors[0]
 
     def __enter__(self) -> Self:
         return self
@@ -80,35 +107,65 @@ class BackgroundSource:
     """Reads ``source`` ahead in blocks from a worker thread."""
 
     def __init__(self, source: Source) -> None:
-        self._source = source
-        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=DEPTH)
-        self._current = memoryview(b"")
+        self._ring = _Ring()
+        self._current: tuple[bytearray, int] | None = None
+        self._offset = 0
         self._done = False
-        self._thread = threading.Thread(target=self._run, name="securemail-reader", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        buffer = bytearray(BLOCK)
-        try:
-            while count := self._source.readinto(buffer):
-                self._queue.put(bytes(buffer[:count]))
-            self._queue.put(b"")
-        except BaseException as exc:  # handed to the caller's thread
-            self._queue.put(exc)
+        thread = threading.Thread(target=_fill, args=(self._ring, source), name="securemail-reader")
+        thread.daemon = True
+        thread.start()
+        # Abandoned before the end, it stops its worker when collected (an empty buffer
+        # reads as the end of the source).
+        weakref.finalize(self, self._ring.free.put, bytearray())
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        while not self._current and not self._done:
-            item = self._queue.get()
+        while self._current is None:
+            if self._done:
+                return 0
+            item = self._ring.full.get()
             if isinstance(item, BaseException):
                 self._done = True
                 raise item
-            if not item:
+            if item is None:
                 self._done = True
-            self._current = memoryview(item)
-        count = min(len(buffer), len(self._current))
-        buffer[:count] = self._current[:count]
-        self._current = self._current[count:]
-        return count
+                return 0
+            self._current, self._offset = item, 0
+        block, count = self._current
+        take = min(len(buffer), count - self._offset)
+        buffer[:take] = memoryview(block)[self._offset : self._offset + take]
+        self._offset += take
+        if self._offset == count:
+            self._ring.free.put(block)
+            self._current = None
+        return take
+
+
+def _drain(ring: _Ring, sink: Sink, errors: list[BaseException]) -> None:
+    """The writer's worker: after an error it only returns the blocks, so the caller
+    never waits for ever, and finds the error at its next write or at close."""
+    while (item := ring.full.get()) is not None:
+        assert not isinstance(item, BaseException)
+        block, fill = item
+        if not errors:
+            try:
+                sink.write(memoryview(block)[:fill])
+            except BaseException as exc:  # handed to the caller's thread
+                errors.append(exc)
+        ring.free.put(block)
+
+
+def _fill(ring: _Ring, source: Source) -> None:
+    """The reader's worker: a block at a time, until the end, an error or a stop."""
+    try:
+        while True:
+            block = ring.free.get()
+            count = source.readinto(block)
+            if not count:
+                ring.full.put(None)
+                return
+            ring.full.put((block, count))
+    except BaseException as exc:  # handed to the caller's thread
+        ring.full.put(exc)
 
 
 class ThreadedWriter(Writer):
