@@ -40,6 +40,7 @@ __all__ = [
     "RawEntity",
     "RawField",
     "base64_body",
+    "canonical_plaintext",
     "canonicalize",
     "decode_body",
     "delimiter_lines",
@@ -72,6 +73,15 @@ _CONTENT_FIELDS = ("content-", "mime-version")
 def canonicalize(data: bytes) -> bytes:
     """Line endings to CRLF (bare LF and bare CR alike), as RFC 5322 and CMS signing need."""
     return re.sub(rb"\r\n|\r|\n", CRLF, data)
+
+
+def canonical_plaintext(data: bytes) -> bytes:
+    """Decrypted content with CRLF line ends (``openssl cms -binary`` of a Unix file has
+    LF), unless a part of it is in binary transfer encoding: there a line end is data, and
+    changing one would change the file."""
+    if _BINARY_CTE.search(data):
+        return data
+    return canonicalize(data)
 
 
 def parse(data: bytes, *, limit: int | None = None) -> EmailMessage:

@@ -404,7 +404,7 @@ def decrypt(
     if inline is not None:
         inner = _inline_plaintext(outer, opened.data)
     else:
-        inner = wire.split_entity(wire.canonicalize(opened.data))
+        inner = wire.split_entity(wire.canonical_plaintext(opened.data))
     restored = payload.restore(outer.raw, inner)
     signature = None
     if opened.signature is not None:

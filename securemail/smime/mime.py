@@ -332,7 +332,7 @@ def decrypt(
     opened = _open_envelope(der, identity, password, policy)
     # Content that is not a MIME entity is read as text (RFC 4134 5.3 does this), so no
     # error here can tell an attacker anything about malleated CBC plaintext.
-    inner = wire.entity(wire.canonicalize(opened.content))
+    inner = wire.entity(wire.canonical_plaintext(opened.content))
     restored = payload.restore(outer.raw, inner.raw)
     name = PasswordRecipient.name
     if identity is not None and opened.recipient_certificate is not None:
@@ -469,7 +469,7 @@ def _verify_entity(
         return VerifyResult(status=SignatureStatus.FAILED, reason=str(exc), error=exc)
     good = [c for c in checked if c.error is None]
     first = good[0] if good else checked[0]
-    restored = payload.restore(outer.raw, wire.split_entity(wire.canonicalize(content)))
+    restored = payload.restore(outer.raw, wire.split_entity(wire.canonical_plaintext(content)))
     result = VerifyResult(
         status=SignatureStatus.FAILED,
         reason="",

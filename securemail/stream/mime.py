@@ -100,7 +100,7 @@ class StreamedAttachment:
 
     def write_binary(self, sink: Sink, boundary: str) -> int:
         """The file as it is into ``sink`` (for a part inside encryption); the number of
-        bytes read. A file holding the multipart delimiter would end its part early when
+        bytes read. A file holding the multipart boundary would end its part early when
         read back: that stops the message with :class:`MalformedMessageError`."""
         return self._copy(_DelimiterGuard(sink, boundary))
 
@@ -113,22 +113,24 @@ class StreamedAttachment:
 
 
 class _DelimiterGuard:
-    """Passes a binary part's bytes on, refusing any that hold ``CRLF--boundary`` (the
-    part's first line counts as following a CRLF: the blank line of its header)."""
+    """Passes a binary part's bytes on, refusing any that hold the boundary. Only
+    ``CRLF--boundary`` delimits in RFC 2046, but lenient parsers (the standard library's
+    among them) also take a bare LF or CR before it; the boundary anywhere is refused, so
+    that no reader can see a part end early."""
 
     def __init__(self, inner: Sink, boundary: str) -> None:
         self._inner = inner
-        self._delimiter = b"\r\n--" + boundary.encode("ascii")
-        self._tail = b"\r\n"  # the last len(delimiter) - 1 bytes seen
+        self._boundary = boundary.encode("ascii")
+        self._tail = b""  # the last len(boundary) - 1 bytes seen
 
     def write(self, data: Data) -> int:
         view = memoryview(data).cast("B")
-        keep = len(self._delimiter) - 1
+        keep = len(self._boundary) - 1
         for start in range(0, len(view), CHUNK):
             # Searched in copies of CHUNK bytes: small enough to come from the allocator's
             # free lists, where a copy of the whole write would fault in fresh pages.
             piece = bytes(view[start : start + CHUNK])
-            if self._delimiter in self._tail + piece[:keep] or self._delimiter in piece:
+            if self._boundary in self._tail + piece[:keep] or self._boundary in piece:
                 raise MalformedMessageError(
                     "an attachment holds the multipart boundary; send it base64-encoded"
                 )
