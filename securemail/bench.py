@@ -12,6 +12,7 @@ is to be measured: on a slow disk every tool only waits for it.
 
 from __future__ import annotations
 
+import compileall
 import dataclasses
 import datetime as dt
 import hashlib
@@ -56,6 +57,11 @@ class Case:
     input, the messages the decrypt cases read and one output at a time (at 1 GiB the
     outputs of every case together fill a 24 GiB machine next to ``openssl cms -decrypt``,
     which holds about three times its input)."""
+    owned: tuple[Path, ...] = ()
+    """Directories the case made outside the working directory, removed at the end."""
+    consumed: tuple[Path, ...] = ()
+    """Inputs no later case reads (a message a decrypt case reads): deleted after the
+    case's runs in each repetition (the encrypt case writes it again in the next)."""
 
 
 def _gnu_time() -> str | None:
@@ -216,20 +222,40 @@ def _smime_cases(work: Path, data: Path) -> list[Case]:
     )  # fmt: skip
     me = [sys.executable, "-m", "securemail.bench", "--worker"]
     ours_gcm, peer_gcm = work / "ours-gcm.eml", work / "openssl-gcm.eml"
+    ours_bin = work / "ours-gcm-binary.eml"
     ours_cbc, peer_cbc = work / "ours-cbc.eml", work / "openssl-cbc.eml"
     openssl_encrypt = ["openssl", "cms", "-encrypt", "-stream", "-binary", "-in", str(data)]
+    keys = [str(cert), str(key)]
+    openssl_sign = ["openssl", "cms", "-sign", "-stream", "-binary", "-in", str(data)]
+    openssl_sign += ["-signer", str(cert), "-inkey", str(key)]
+
+    def openssl_decrypt(message: Path, output: Path) -> list[str]:
+        return [
+            "openssl", "cms", "-decrypt", "-binary", "-in", str(message), "-recip", str(cert),
+            "-inkey", str(key), "-out", str(output),
+        ]  # fmt: skip
+
     return [
         Case(
             "S/MIME encrypt AES-256-GCM",
             "openssl cms -encrypt -stream -aes-256-gcm",
-            [*me, "smime-encrypt-gcm", str(data), str(ours_gcm), str(cert), str(key)],
+            [*me, "smime-encrypt-gcm", str(data), str(ours_gcm), *keys],
             [*openssl_encrypt, "-aes-256-gcm", "-out", str(peer_gcm), str(cert)],
             ">= 10x",
+            scratch=(peer_gcm,),
+        ),
+        Case(
+            "S/MIME encrypt GCM, binary inside",
+            "openssl cms -encrypt -stream -aes-256-gcm",
+            [*me, "smime-encrypt-gcm-binary", str(data), str(ours_bin), *keys],
+            [*openssl_encrypt, "-aes-256-gcm", "-out", str(peer_gcm), str(cert)],
+            ">= 10x",
+            scratch=(peer_gcm,),
         ),
         Case(
             "S/MIME encrypt AES-256-CBC",
             "openssl cms -encrypt -stream -aes-256-cbc",
-            [*me, "smime-encrypt-cbc", str(data), str(ours_cbc), str(cert), str(key)],
+            [*me, "smime-encrypt-cbc", str(data), str(ours_cbc), *keys],
             [*openssl_encrypt, "-aes-256-cbc", "-out", str(peer_cbc), str(cert)],
             "(informative)",
             scratch=(ours_cbc, peer_cbc),
@@ -237,42 +263,26 @@ def _smime_cases(work: Path, data: Path) -> list[Case]:
         Case(
             "S/MIME decrypt AES-256-GCM",
             "openssl cms -decrypt",
-            [*me, "smime-decrypt", str(ours_gcm), str(work / "ours-gcm.out"), str(cert), str(key)],
-            [
-                "openssl",
-                "cms",
-                "-decrypt",
-                "-in",
-                str(ours_gcm),
-                "-recip",
-                str(cert),
-                "-inkey",
-                str(key),
-                "-out",
-                str(work / "openssl-gcm.out"),
-            ],
+            [*me, "smime-decrypt", str(ours_gcm), str(work / "ours-gcm.out"), *keys],
+            openssl_decrypt(ours_gcm, work / "openssl-gcm.out"),
             ">= 5x",
-            scratch=(work / "ours-gcm.out", work / "openssl-gcm.out", peer_gcm),
+            scratch=(work / "ours-gcm.out", work / "openssl-gcm.out"),
+            consumed=(ours_gcm,),
+        ),
+        Case(
+            "S/MIME decrypt GCM, binary inside",
+            "openssl cms -decrypt",
+            [*me, "smime-decrypt", str(ours_bin), str(work / "ours-bin.out"), *keys],
+            openssl_decrypt(ours_bin, work / "openssl-bin.out"),
+            ">= 5x",
+            scratch=(work / "ours-bin.out", work / "openssl-bin.out"),
+            consumed=(ours_bin,),
         ),
         Case(
             "S/MIME sign (detached)",
             "openssl cms -sign -stream",
-            [*me, "smime-sign", str(data), str(work / "ours-signed.eml"), str(cert), str(key)],
-            [
-                "openssl",
-                "cms",
-                "-sign",
-                "-stream",
-                "-binary",
-                "-in",
-                str(data),
-                "-signer",
-                str(cert),
-                "-inkey",
-                str(key),
-                "-out",
-                str(work / "openssl-signed.eml"),
-            ],
+            [*me, "smime-sign", str(data), str(work / "ours-signed.eml"), *keys],
+            [*openssl_sign, "-out", str(work / "openssl-signed.eml")],
             ">= half of our encrypt throughput",
             scratch=(work / "ours-signed.eml", work / "openssl-signed.eml"),
         ),
@@ -285,23 +295,37 @@ _PGP_RECIPIENT = "bob@example.com"
 def _pgp_cases(work: Path, data: Path) -> list[Case]:
     """PGP/MIME: securemail's native OpenPGP writer/reader against the gpg binary, both
     using one GnuPG home with a Curve25519 key (what gpg 2.2 makes by default)."""
-    home = work / "gnupg"
-    home.mkdir(mode=0o700)
+    # The home's sockets need a short path (108 bytes at most, with the socket's name), so
+    # it lives in the system's temporary directory, not under ``--dir``.
+    home = Path(tempfile.mkdtemp(prefix="smb-gpg-"))
     gpg = ["gpg", "--homedir", str(home), "--batch", "--yes", "--trust-model", "always"]
-    subprocess.run(
+    made = subprocess.run(
         [*gpg, "--passphrase", "", "--quick-gen-key", _PGP_RECIPIENT, "future-default",
          "default", "2d"],
-        check=True,
         capture_output=True,
+        check=False,
     )  # fmt: skip
+    if made.returncode != 0:
+        _stop_agent(home)
+        shutil.rmtree(home, ignore_errors=True)
+        raise RuntimeError(f"gpg could not make the benchmark key: {made.stderr[-300:]!r}")
     me = [sys.executable, "-m", "securemail.bench", "--worker"]
-    ours, peer = work / "ours-pgp.eml", work / "gpg.asc"
+    ours, ours_bin, peer = work / "ours-pgp.eml", work / "ours-pgp-binary.eml", work / "gpg.asc"
     gpg_encrypt = [*gpg, "-z", "0", "--armor", "-r", _PGP_RECIPIENT, "-o", str(peer)]
     return [
         Case(
             "PGP/MIME encrypt",
             "gpg -z 0 --armor --encrypt",
             [*me, "pgp-encrypt", str(data), str(ours), str(home), _PGP_RECIPIENT],
+            [*gpg_encrypt, "--encrypt", str(data)],
+            ">= 4x",
+            scratch=(peer,),
+            owned=(home,),
+        ),
+        Case(
+            "PGP/MIME encrypt, binary inside",
+            "gpg -z 0 --armor --encrypt",
+            [*me, "pgp-encrypt-binary", str(data), str(ours_bin), str(home), _PGP_RECIPIENT],
             [*gpg_encrypt, "--encrypt", str(data)],
             ">= 4x",
             scratch=(peer,),
@@ -314,6 +338,16 @@ def _pgp_cases(work: Path, data: Path) -> list[Case]:
             [*gpg, "-o", str(work / "gpg.out"), "--decrypt", str(ours)],
             ">= 1x",
             scratch=(work / "ours-pgp.out", work / "gpg.out"),
+            consumed=(ours,),
+        ),
+        Case(
+            "PGP/MIME decrypt, binary inside",
+            "gpg --decrypt",
+            [*me, "pgp-decrypt", str(ours_bin), str(work / "ours-pgp.out"), str(home)],
+            [*gpg, "-o", str(work / "gpg.out"), "--decrypt", str(ours_bin)],
+            ">= 1x",
+            scratch=(work / "ours-pgp.out", work / "gpg.out"),
+            consumed=(ours_bin,),
         ),
     ]
 
@@ -372,9 +406,30 @@ def run_benchmark(
     """Run every case ``repeat`` times; without ``peers`` only securemail's side (for the
     memory runs at sizes where a peer that is not streaming would need more RAM than the
     machine has: ``openssl cms -decrypt`` holds about three times its input)."""
+    # Bytecode compiled once, as an installed package has it: otherwise, where writing it is
+    # switched off (PYTHONDONTWRITEBYTECODE), every securemail run would compile its sources.
+    compileall.compile_dir(Path(__file__).parent, quiet=2)
     data = work / "attachment.bin"
     _make_input(data, size)
     chosen = cases(work, data)
+    try:
+        return _measure(chosen, size, repeat, peers=peers)
+    finally:
+        for case in chosen:
+            for directory in case.owned:
+                _stop_agent(directory)
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stop_agent(home: Path) -> None:
+    gpgconf = shutil.which("gpgconf")
+    if gpgconf is not None:
+        subprocess.run(
+            [gpgconf, "--homedir", str(home), "--kill", "all"], capture_output=True, check=False
+        )
+
+
+def _measure(chosen: list[Case], size: int, repeat: int, *, peers: bool) -> list[Result]:
     runs: dict[str, tuple[list[Measurement], list[Measurement]]] = {
         c.name: ([], []) for c in chosen
     }
@@ -386,6 +441,7 @@ def run_benchmark(
                 _remove(case.scratch)
             runs[case.name][0].append(_run(case.ours))
             _remove(case.scratch)
+            _remove(case.consumed)
     return [
         Result(c.name, c.peer_name, size, runs[c.name][0], runs[c.name][1], c.target)
         for c in chosen
@@ -495,6 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="securemail-bench-", dir=args.dir))
     try:
         results = run_benchmark(size, work, args.repeat, _CASES[args.only], peers=not args.no_peers)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"securemail bench: {exc}", file=sys.stderr)
+        return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(_report(results))
