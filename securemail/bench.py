@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 __all__ = ["Case", "Measurement", "main", "run_benchmark"]
 
@@ -52,6 +53,8 @@ class Case:
     target: str
     """What the issue asks of the ratio, for the report."""
     prepare: Callable[[], None] | None = None
+    """Run once, untimed, before the repetitions (makes the message a decrypt case reads,
+    when outputs are discarded)."""
     scratch: tuple[Path, ...] = ()
     """Outputs no later case reads: deleted after each run, so that a RAM disk holds the
     input, the messages the decrypt cases read and one output at a time (at 1 GiB the
@@ -207,7 +210,7 @@ def _worker(argv: Sequence[str]) -> int:
     raise SystemExit(f"unknown benchmark operation {operation}")
 
 
-def _smime_cases(work: Path, data: Path) -> list[Case]:
+def _smime_cases(work: Path, data: Path, discard: bool = False) -> list[Case]:
     """S/MIME: securemail's streaming writer/reader against ``openssl cms``."""
     key, cert = work / "bench.key", work / "bench.pem"
     subprocess.run(
@@ -226,65 +229,66 @@ def _smime_cases(work: Path, data: Path) -> list[Case]:
     ours_cbc, peer_cbc = work / "ours-cbc.eml", work / "openssl-cbc.eml"
     openssl_encrypt = ["openssl", "cms", "-encrypt", "-stream", "-binary", "-in", str(data)]
     keys = [str(cert), str(key)]
+    out, kept, made = _outputs(discard)
     openssl_sign = ["openssl", "cms", "-sign", "-stream", "-binary", "-in", str(data)]
     openssl_sign += ["-signer", str(cert), "-inkey", str(key)]
 
-    def openssl_decrypt(message: Path, output: Path) -> list[str]:
+    def openssl_decrypt(message: Path, output: str) -> list[str]:
         return [
             "openssl", "cms", "-decrypt", "-binary", "-in", str(message), "-recip", str(cert),
-            "-inkey", str(key), "-out", str(output),
+            "-inkey", str(key), "-out", output,
         ]  # fmt: skip
 
     return [
         Case(
             "S/MIME encrypt AES-256-GCM",
             "openssl cms -encrypt -stream -aes-256-gcm",
-            [*me, "smime-encrypt-gcm", str(data), str(ours_gcm), *keys],
-            [*openssl_encrypt, "-aes-256-gcm", "-out", str(peer_gcm), str(cert)],
+            [*me, "smime-encrypt-gcm", str(data), out(ours_gcm), *keys],
+            [*openssl_encrypt, "-aes-256-gcm", "-out", out(peer_gcm), str(cert)],
             ">= 10x",
-            scratch=(peer_gcm,),
+            scratch=kept(peer_gcm),
         ),
         Case(
             "S/MIME encrypt GCM, binary inside",
             "openssl cms -encrypt -stream -aes-256-gcm",
-            [*me, "smime-encrypt-gcm-binary", str(data), str(ours_bin), *keys],
-            [*openssl_encrypt, "-aes-256-gcm", "-out", str(peer_gcm), str(cert)],
+            [*me, "smime-encrypt-gcm-binary", str(data), out(ours_bin), *keys],
+            [*openssl_encrypt, "-aes-256-gcm", "-out", out(peer_gcm), str(cert)],
             ">= 10x",
-            scratch=(peer_gcm,),
+            scratch=kept(peer_gcm),
         ),
         Case(
             "S/MIME encrypt AES-256-CBC",
             "openssl cms -encrypt -stream -aes-256-cbc",
-            [*me, "smime-encrypt-cbc", str(data), str(ours_cbc), *keys],
-            [*openssl_encrypt, "-aes-256-cbc", "-out", str(peer_cbc), str(cert)],
+            [*me, "smime-encrypt-cbc", str(data), out(ours_cbc), *keys],
+            [*openssl_encrypt, "-aes-256-cbc", "-out", out(peer_cbc), str(cert)],
             "(informative)",
-            scratch=(ours_cbc, peer_cbc),
+            scratch=kept(ours_cbc, peer_cbc),
         ),
         Case(
             "S/MIME decrypt AES-256-GCM",
             "openssl cms -decrypt",
-            [*me, "smime-decrypt", str(ours_gcm), str(work / "ours-gcm.out"), *keys],
-            openssl_decrypt(ours_gcm, work / "openssl-gcm.out"),
+            [*me, "smime-decrypt", str(ours_gcm), out(work / "ours-gcm.out"), *keys],
+            openssl_decrypt(ours_gcm, out(work / "openssl-gcm.out")),
             ">= 5x",
-            scratch=(work / "ours-gcm.out", work / "openssl-gcm.out"),
-            consumed=(ours_gcm,),
+            scratch=kept(work / "ours-gcm.out", work / "openssl-gcm.out"),
+            **made([*me, "smime-encrypt-gcm", str(data), str(ours_gcm), *keys], ours_gcm),
         ),
         Case(
             "S/MIME decrypt GCM, binary inside",
             "openssl cms -decrypt",
-            [*me, "smime-decrypt", str(ours_bin), str(work / "ours-bin.out"), *keys],
-            openssl_decrypt(ours_bin, work / "openssl-bin.out"),
+            [*me, "smime-decrypt", str(ours_bin), out(work / "ours-bin.out"), *keys],
+            openssl_decrypt(ours_bin, out(work / "openssl-bin.out")),
             ">= 5x",
-            scratch=(work / "ours-bin.out", work / "openssl-bin.out"),
-            consumed=(ours_bin,),
+            scratch=kept(work / "ours-bin.out", work / "openssl-bin.out"),
+            **made([*me, "smime-encrypt-gcm-binary", str(data), str(ours_bin), *keys], ours_bin),
         ),
         Case(
             "S/MIME sign (detached)",
             "openssl cms -sign -stream",
-            [*me, "smime-sign", str(data), str(work / "ours-signed.eml"), *keys],
-            [*openssl_sign, "-out", str(work / "openssl-signed.eml")],
+            [*me, "smime-sign", str(data), out(work / "ours-signed.eml"), *keys],
+            [*openssl_sign, "-out", out(work / "openssl-signed.eml")],
             ">= half of our encrypt throughput",
-            scratch=(work / "ours-signed.eml", work / "openssl-signed.eml"),
+            scratch=kept(work / "ours-signed.eml", work / "openssl-signed.eml"),
         ),
     ]
 
@@ -292,68 +296,112 @@ def _smime_cases(work: Path, data: Path) -> list[Case]:
 _PGP_RECIPIENT = "bob@example.com"
 
 
-def _pgp_cases(work: Path, data: Path) -> list[Case]:
+def _pgp_cases(work: Path, data: Path, discard: bool = False) -> list[Case]:
     """PGP/MIME: securemail's native OpenPGP writer/reader against the gpg binary, both
     using one GnuPG home with a Curve25519 key (what gpg 2.2 makes by default)."""
     # The home's sockets need a short path (108 bytes at most, with the socket's name), so
     # it lives in the system's temporary directory, not under ``--dir``.
     home = Path(tempfile.mkdtemp(prefix="smb-gpg-"))
     gpg = ["gpg", "--homedir", str(home), "--batch", "--yes", "--trust-model", "always"]
-    made = subprocess.run(
+    generated = subprocess.run(
         [*gpg, "--passphrase", "", "--quick-gen-key", _PGP_RECIPIENT, "future-default",
          "default", "2d"],
         capture_output=True,
         check=False,
     )  # fmt: skip
-    if made.returncode != 0:
+    if generated.returncode != 0:
         _stop_agent(home)
         shutil.rmtree(home, ignore_errors=True)
-        raise RuntimeError(f"gpg could not make the benchmark key: {made.stderr[-300:]!r}")
+        raise RuntimeError(f"gpg could not make the benchmark key: {generated.stderr[-300:]!r}")
     me = [sys.executable, "-m", "securemail.bench", "--worker"]
     ours, ours_bin, peer = work / "ours-pgp.eml", work / "ours-pgp-binary.eml", work / "gpg.asc"
-    gpg_encrypt = [*gpg, "-z", "0", "--armor", "-r", _PGP_RECIPIENT, "-o", str(peer)]
+    out, kept, made = _outputs(discard)
+    gpg_encrypt = [*gpg, "-z", "0", "--armor", "-r", _PGP_RECIPIENT, "-o", out(peer)]
+    encrypt = [*me, "pgp-encrypt", str(data)]
+    encrypt_binary = [*me, "pgp-encrypt-binary", str(data)]
     return [
         Case(
             "PGP/MIME encrypt",
             "gpg -z 0 --armor --encrypt",
-            [*me, "pgp-encrypt", str(data), str(ours), str(home), _PGP_RECIPIENT],
+            [*encrypt, out(ours), str(home), _PGP_RECIPIENT],
             [*gpg_encrypt, "--encrypt", str(data)],
             ">= 4x",
-            scratch=(peer,),
+            scratch=kept(peer),
             owned=(home,),
         ),
         Case(
             "PGP/MIME encrypt, binary inside",
             "gpg -z 0 --armor --encrypt",
-            [*me, "pgp-encrypt-binary", str(data), str(ours_bin), str(home), _PGP_RECIPIENT],
+            [*encrypt_binary, out(ours_bin), str(home), _PGP_RECIPIENT],
             [*gpg_encrypt, "--encrypt", str(data)],
             ">= 4x",
-            scratch=(peer,),
+            scratch=kept(peer),
         ),
         Case(
             "PGP/MIME decrypt",
             "gpg --decrypt",
-            [*me, "pgp-decrypt", str(ours), str(work / "ours-pgp.out"), str(home)],
+            [*me, "pgp-decrypt", str(ours), out(work / "ours-pgp.out"), str(home)],
             # gpg finds the armored message inside the MIME message: the same input file.
-            [*gpg, "-o", str(work / "gpg.out"), "--decrypt", str(ours)],
+            [*gpg, "-o", out(work / "gpg.out"), "--decrypt", str(ours)],
             ">= 1x",
-            scratch=(work / "ours-pgp.out", work / "gpg.out"),
-            consumed=(ours,),
+            scratch=kept(work / "ours-pgp.out", work / "gpg.out"),
+            **made([*encrypt, str(ours), str(home), _PGP_RECIPIENT], ours),
         ),
         Case(
             "PGP/MIME decrypt, binary inside",
             "gpg --decrypt",
-            [*me, "pgp-decrypt", str(ours_bin), str(work / "ours-pgp.out"), str(home)],
-            [*gpg, "-o", str(work / "gpg.out"), "--decrypt", str(ours_bin)],
+            [*me, "pgp-decrypt", str(ours_bin), out(work / "ours-pgp.out"), str(home)],
+            [*gpg, "-o", out(work / "gpg.out"), "--decrypt", str(ours_bin)],
             ">= 1x",
-            scratch=(work / "ours-pgp.out", work / "gpg.out"),
-            consumed=(ours_bin,),
+            scratch=kept(work / "ours-pgp.out", work / "gpg.out"),
+            **made([*encrypt_binary, str(ours_bin), str(home), _PGP_RECIPIENT], ours_bin),
         ),
     ]
 
 
-def _all_cases(work: Path, data: Path) -> list[Case]:
-    return [*_smime_cases(work, data), *_pgp_cases(work, data)]
+def _all_cases(work: Path, data: Path, discard: bool = False) -> list[Case]:
+    return [*_smime_cases(work, data, discard), *_pgp_cases(work, data, discard)]
+
+
+class _Made(TypedDict, total=False):
+    prepare: Callable[[], None]
+    consumed: tuple[Path, ...]
+
+
+def _outputs(
+    discard: bool,
+) -> tuple[
+    Callable[[Path], str],
+    Callable[..., tuple[Path, ...]],
+    Callable[[list[str], Path], _Made],
+]:
+    """How a set of cases treats outputs. Kept (``--sink file``): each tool writes its file
+    on the working directory's disk, deleted after the run, and a decrypt case reads the
+    message its encrypt case wrote (deleted after it, written again in the next
+    repetition). Discarded (``--sink null``, the default): every tool writes to
+    /dev/null, and the messages the decrypt cases read are made once beforehand, untimed.
+
+    Returns ``out`` (the output argument for a path), ``kept`` (the paths to delete after a
+    run) and ``made`` (a decrypt case's ``prepare``/``consumed`` for its input message)."""
+
+    def out(path: Path) -> str:
+        return os.devnull if discard else str(path)
+
+    def kept(*paths: Path) -> tuple[Path, ...]:
+        return () if discard else paths  # never /dev/null: it is not ours to delete
+
+    def made(command: list[str], message: Path) -> _Made:
+        if discard:
+            return {"prepare": lambda: _prepare(command)}
+        return {"consumed": (message,)}
+
+    return out, kept, made
+
+
+def _prepare(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"preparing a message failed: {done.stderr[-500:]!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,20 +447,25 @@ def run_benchmark(
     size: int,
     work: Path,
     repeat: int,
-    cases: Callable[[Path, Path], list[Case]],
+    cases: Callable[[Path, Path, bool], list[Case]],
     *,
     peers: bool = True,
+    discard: bool = True,
 ) -> list[Result]:
     """Run every case ``repeat`` times; without ``peers`` only securemail's side (for the
     memory runs at sizes where a peer that is not streaming would need more RAM than the
-    machine has: ``openssl cms -decrypt`` holds about three times its input)."""
+    machine has: ``openssl cms -decrypt`` holds about three times its input). With
+    ``discard`` every tool writes to /dev/null (see :func:`_outputs` for why)."""
     # Bytecode compiled once, as an installed package has it: otherwise, where writing it is
     # switched off (PYTHONDONTWRITEBYTECODE), every securemail run would compile its sources.
     compileall.compile_dir(Path(__file__).parent, quiet=2)
     data = work / "attachment.bin"
     _make_input(data, size)
-    chosen = cases(work, data)
+    chosen = cases(work, data, discard)
     try:
+        for case in chosen:
+            if case.prepare is not None:
+                case.prepare()
         return _measure(chosen, size, repeat, peers=peers)
     finally:
         for case in chosen:
@@ -523,7 +576,7 @@ def _parse_size(text: str) -> int:
     return int(text)
 
 
-_CASES: dict[str, Callable[[Path, Path], list[Case]]] = {
+_CASES: dict[str, Callable[[Path, Path, bool], list[Case]]] = {
     "all": _all_cases,
     "smime": _smime_cases,
     "pgp": _pgp_cases,
@@ -546,18 +599,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-peers", action="store_true", help="securemail only (memory runs at large sizes)"
     )
+    parser.add_argument(
+        "--sink",
+        choices=("null", "file"),
+        default="null",
+        help="where every tool writes: /dev/null (the default: the tools are measured) or "
+        "files in --dir (the machine's page allocation too)",
+    )
     args = parser.parse_args(args_list)
     size = _parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="securemail-bench-", dir=args.dir))
     try:
-        results = run_benchmark(size, work, args.repeat, _CASES[args.only], peers=not args.no_peers)
+        results = run_benchmark(
+            size,
+            work,
+            args.repeat,
+            _CASES[args.only],
+            peers=not args.no_peers,
+            discard=args.sink == "null",
+        )
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         print(f"securemail bench: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(_report(results))
-    document = {"machine": _machine(), "results": [r.as_dict() for r in results]}
+    document = {
+        "machine": _machine(),
+        "size_bytes": size,
+        "sink": "/dev/null" if args.sink == "null" else f"files in {args.dir}",
+        "results": [r.as_dict() for r in results],
+    }
     if args.json:
         args.json.write_text(json.dumps(document, indent=2) + "\n")
     if args.png and not _chart(results, args.png):

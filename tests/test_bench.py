@@ -6,9 +6,12 @@ the benchmark itself (docs/performance.md), never in a test."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 EXPECTED = [
     "S/MIME encrypt AES-256-GCM",
@@ -24,15 +27,18 @@ EXPECTED = [
 ]
 
 
+@pytest.mark.parametrize("sink", ["null", "file"])
 def test_bench_runs_every_case_against_its_peer(
-    tmp_path: Path, openssl_bin: str, gpg_bin: str
+    tmp_path: Path, openssl_bin: str, gpg_bin: str, sink: str
 ) -> None:
     report = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "securemail.bench", "--size", "200K", "--repeat", "1"]
-    command += ["--dir", str(tmp_path), "--json", str(report)]
+    command = [sys.executable, "-m", "securemail.bench", "--size", "200K", "--repeat", "2"]
+    command += ["--dir", str(tmp_path), "--json", str(report), "--sink", sink]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(report.read_text())["results"]
+    document = json.loads(report.read_text())
+    assert document["sink"] == ("/dev/null" if sink == "null" else f"files in {tmp_path}")
+    results = document["results"]
     assert [r["case"] for r in results] == EXPECTED
     for row in results:
         assert row["securemail_mib_s"] > 0 and row["peer_mib_s"] > 0, row
@@ -42,5 +48,6 @@ def test_bench_runs_every_case_against_its_peer(
         ), row
         assert 0 < row["securemail_peak_rss_mib"] < 200, row
     assert "S/MIME decrypt GCM, binary inside" in done.stdout
-    # Nothing is left behind in the working directory but the report.
+    # Nothing is left behind in the working directory but the report; /dev/null is intact.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
+    assert Path(os.devnull).is_char_device()
