@@ -123,7 +123,7 @@ def _worker(argv: Sequence[str]) -> int:
     from .smime import MODERN
     from .stream import smime as stream_smime
     from .stream.mime import StreamedAttachment
-    from .stream.threads import BackgroundSink, BackgroundSource
+    from .stream.threads import BackgroundSink, read_ahead
 
     operation, *paths = argv
     binary = operation.endswith("-binary")
@@ -160,7 +160,7 @@ def _worker(argv: Sequence[str]) -> int:
             BackgroundSink(raw_out) as sink,
         ):
             stream_smime.decrypt_stream(
-                BackgroundSource(raw_in),
+                read_ahead(raw_in),
                 sink,
                 identity,
                 policy=policy,
@@ -200,7 +200,7 @@ def _worker(argv: Sequence[str]) -> int:
             BackgroundSink(raw_out) as sink,
         ):
             stream_pgp.decrypt_stream(
-                BackgroundSource(raw_in),
+                read_ahead(raw_in),
                 sink,
                 gnupg=engine,
                 policy=policy,

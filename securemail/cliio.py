@@ -20,7 +20,7 @@ from typing import BinaryIO, Self, cast
 
 from .progress import Progress, ProgressSource
 from .stream.base import Data, Source
-from .stream.threads import BackgroundSink, BackgroundSource
+from .stream.threads import BackgroundSink, read_ahead
 
 __all__ = ["STREAM_THRESHOLD", "Input", "Output", "open_input"]
 
@@ -42,12 +42,12 @@ class Input:
         return self.rest is not None
 
     def source(self, label: str) -> tuple[Source, Progress]:
-        """The rest of the input, read ahead in a worker thread and counted for progress
-        (the prefix is counted at once)."""
+        """The rest of the input, read ahead in a worker thread unless it is a regular
+        file, and counted for progress (the prefix is counted at once)."""
         assert self.rest is not None
         progress = Progress(label, self.size)
         progress.update(len(self.prefix))
-        return ProgressSource(BackgroundSource(self.rest), progress), progress
+        return ProgressSource(read_ahead(self.rest), progress), progress
 
 
 def open_input(path: str | None) -> Input:

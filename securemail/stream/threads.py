@@ -8,7 +8,9 @@ bounded: a few blocks in flight, whatever the size of the message.
 
 from __future__ import annotations
 
+import os
 import queue
+import stat
 import threading
 import weakref
 from types import TracebackType
@@ -16,7 +18,7 @@ from typing import Self
 
 from .base import Data, Sink, Source, Writer
 
-__all__ = ["BackgroundSink", "BackgroundSource", "ThreadedWriter"]
+__all__ = ["BackgroundSink", "BackgroundSource", "ThreadedWriter", "read_ahead"]
 
 BLOCK = 256 * 1024
 """Bytes gathered before a write is handed to the worker (fewer, larger system calls)."""
@@ -138,6 +140,19 @@ class BackgroundSource:
             self._ring.free.put(block)
             self._current = None
         return take
+
+
+def read_ahead(source: Source) -> Source:
+    """``source`` behind a :class:`BackgroundSource` if its reads may block (a pipe, a
+    socket, a terminal); a regular file as it is. The kernel reads ahead in files already,
+    and a reader thread would only add its copies and its turns at the GIL (measured: 5%
+    slower decryption of a file on a RAM disk)."""
+    try:
+        fileno = source.fileno()  # type: ignore[attr-defined]
+        regular = stat.S_ISREG(os.fstat(fileno).st_mode)
+    except (AttributeError, OSError, ValueError):
+        regular = False  # no descriptor (a file object in memory, a socket file): ahead
+    return source if regular else BackgroundSource(source)
 
 
 def _drain(ring: _Ring, sink: Sink, errors: list[BaseException]) -> None:
