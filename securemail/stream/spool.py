@@ -7,8 +7,10 @@ with a key that exists only in this object, so that no plaintext ever reaches th
 Once the check has passed, :meth:`Spool.replay` decrypts it into the caller's sink;
 :meth:`Spool.discard` (or leaving the ``with`` block on an error) destroys it.
 
-The file is written and read by worker threads (:mod:`securemail.stream.threads`), so the
-kernel's copies overlap the decryption instead of following it.
+The file is written by a worker thread (:mod:`securemail.stream.threads`): the kernel's
+copies, and the waits for writeback when a spool of gigabytes meets the dirty-page limit,
+overlap the decryption instead of following it. It is read back directly: a regular file,
+which the kernel reads ahead.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..errors import SizeLimitExceeded
 from .base import CHUNK, Data, Sink
-from .threads import BackgroundSink, BackgroundSource
+from .threads import BackgroundSink
 
 __all__ = ["Spool"]
 
@@ -60,10 +62,9 @@ class Spool:
             self._file.flush()
             self._file.seek(0)
             decryptor = self._cipher.decryptor()
-            source = BackgroundSource(self._file)
             data = bytearray(CHUNK)
             clear = bytearray(CHUNK)
-            while count := source.readinto(data):
+            while count := self._file.readinto(data):
                 size = decryptor.update_into(memoryview(data)[:count], clear)
                 sink.write(memoryview(clear)[:size])
         finally:

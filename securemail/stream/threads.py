@@ -67,6 +67,8 @@ class BackgroundSink:
     def write(self, data: Data) -> int:
         if self._errors:
             raise self._errors[0]
+        if self._closed:
+            raise ValueError("write to a closed BackgroundSink")
         view = memoryview(data).cast("B")
         while view:
             take = min(len(view), BLOCK - self._fill)

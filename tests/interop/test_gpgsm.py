@@ -303,8 +303,9 @@ def test_gpgsm_cannot_encrypt_to_ec(setup: Setup, curve: str) -> None:
 def test_gpgsm_cannot_import_ec_keys(setup: Setup) -> None:
     """gpgsm 2.2 limit: importing an EC private key from PKCS#12 crashes it, so it can
     neither decrypt ECDH nor sign with ECDSA here."""
-    data = to_pkcs12(setup.user("p256"), Gpgsm.PASSPHRASE, legacy=True)
-    outcome = setup.gpgsm.import_pkcs12(data)
+    outcome = setup.gpgsm.import_fresh_pkcs12(
+        lambda: to_pkcs12(setup.user("p256"), Gpgsm.PASSPHRASE, legacy=True)
+    )
     expect_failure(outcome, "Segmentation fault")
     assert not setup.gpgsm.has_secret_key("carol@example.com")
 
