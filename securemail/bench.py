@@ -12,6 +12,7 @@ is to be measured: on a slow disk every tool only waits for it.
 
 from __future__ import annotations
 
+import argparse
 import compileall
 import dataclasses
 import datetime as dt
@@ -570,9 +571,23 @@ def _chart(results: list[Result], path: Path) -> bool:
 
 
 def _parse_size(text: str) -> int:
+    """A size such as ``4096``, ``256K``, ``1.5M`` or ``1G`` (binary units), above zero."""
     units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
-    if text[-1].upper() in units:
-        return int(float(text[:-1]) * units[text[-1].upper()])
+    try:
+        if text and text[-1].upper() in units:
+            size = int(float(text[:-1]) * units[text[-1].upper()])
+        else:
+            size = int(text)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 4096, 256M or 1G")
+    return size
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return int(text)
 
 
@@ -584,14 +599,16 @@ _CASES: dict[str, Callable[[Path, Path, bool], list[Case]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["--worker"]:
         return _worker(args_list[1:])
-    parser = argparse.ArgumentParser(prog="securemail bench")
-    parser.add_argument("--size", default="1G", help="attachment size (e.g. 256M, 1G)")
-    parser.add_argument("--repeat", type=int, default=3)
+    from .cli import _Parser  # usage errors as one line, like every other command
+
+    parser = _Parser(prog="securemail bench")
+    parser.add_argument(
+        "--size", type=_parse_size, default="1G", help="attachment size (e.g. 256M, 1G)"
+    )
+    parser.add_argument("--repeat", type=_positive, default=3)
     parser.add_argument("--dir", default=_RAM_DISK if Path(_RAM_DISK).is_dir() else None)
     parser.add_argument("--only", choices=sorted(_CASES), default="all", help="which formats")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -607,8 +624,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "files in --dir (the machine's page allocation too)",
     )
     args = parser.parse_args(args_list)
-    size = _parse_size(args.size)
-    work = Path(tempfile.mkdtemp(prefix="securemail-bench-", dir=args.dir))
+    size: int = args.size
+    try:
+        work = Path(tempfile.mkdtemp(prefix="securemail-bench-", dir=args.dir))
+    except OSError as exc:
+        print(f"securemail bench: cannot work in --dir {args.dir}: {exc.strerror}", file=sys.stderr)
+        return 1
     try:
         results = run_benchmark(
             size,

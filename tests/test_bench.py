@@ -51,3 +51,26 @@ def test_bench_runs_every_case_against_its_peer(
     # Nothing is left behind in the working directory but the report; /dev/null is intact.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
     assert Path(os.devnull).is_char_device()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message", "status"),
+    [
+        (["--size", "abc"], "'abc' is not a size", 2),
+        (["--size", "0"], "'0' is not a size", 2),
+        (["--repeat", "0"], "'0' is not a whole number", 2),
+        (["--dir", "/nonexistent/bench", "--size", "1K"], "cannot work in --dir", 1),
+    ],
+)
+def test_bad_arguments_give_one_line(arguments: list[str], message: str, status: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "securemail", "bench", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == status
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
