@@ -142,7 +142,9 @@ def _worker(argv: Sequence[str]) -> int:
         )
         attachment = StreamedAttachment(source, content_type="application/octet-stream")
         identity = load_identity(key, cert)
-        with open(output, "wb", buffering=0) as raw, BackgroundSink(raw) as sink:
+        # The encrypting stack writes from a worker thread of its own (its base64 layer):
+        # a writer thread more would only take turns at the GIL from it.
+        with open(output, "wb", buffering=0) as sink:
             if operation == "smime-sign":
                 stream_smime.sign(sink, message, identity, attachments=[attachment], policy=policy)
             else:

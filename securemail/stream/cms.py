@@ -25,12 +25,15 @@ from ..smime.password import PasswordRecipient
 from ..smime.signed import Signer, sign_digest, signing_digest
 from .base import CHUNK, Data, Sink, Writer
 from .encoding import encode_lines
+from .threads import WORKER_BLOCK, blocks
 
 __all__ = ["DetachedSignatureWriter", "EnvelopeWriter", "ber_length", "octet_string_header"]
 
 _INDEFINITE_SEQUENCE = b"\x30\x80"
 _INDEFINITE_EXPLICIT_0 = b"\xa0\x80"
 _END = b"\x00\x00"  # end-of-contents
+_ROOM = 6  # in front of a segment in its block: room for its header
+_MIN_TAKE = 4096  # a block with less room than this is handed over
 
 
 def ber_length(size: int) -> bytes:
@@ -80,9 +83,12 @@ class EnvelopeWriter(Writer):
         self._padder = None if plan.cipher.authenticated else padding.PKCS7(128).padder()
         mode = modes.GCM(plan.iv) if plan.cipher.authenticated else modes.CBC(plan.iv)
         self._cipher = Cipher(algorithms.AES(plan.key), mode).encryptor()
-        # room for a held-back block from the padder and one from the cipher
-        self._buffer = bytearray(CHUNK + 32)
         inner.write(_envelope_head(plan))
+        # The ciphertext is made in the blocks the layer below writes out (no copy), one
+        # OCTET STRING segment per block.
+        self._blocks = blocks(inner, WORKER_BLOCK)
+        self._block: bytearray | None = None
+        self._fill = _ROOM
 
     @classmethod
     def for_recipients(
@@ -93,24 +99,50 @@ class EnvelopeWriter(Writer):
     ) -> EnvelopeWriter:
         return cls(inner, plan_envelope(recipients, cipher))
 
-    def _segment(self, ciphertext: bytes | memoryview) -> None:
-        if ciphertext:
-            self._inner.write(octet_string_header(len(ciphertext)))
-            self._inner.write(ciphertext)
-
     def _write(self, data: Data) -> None:
+        if self._padder is None:
+            self._encrypt(memoryview(data))
+            return
         view = memoryview(data)
-        for start in range(0, len(view), CHUNK):
-            piece = view[start : start + CHUNK]
-            if self._padder is not None:
-                piece = memoryview(self._padder.update(piece))
-            written = self._cipher.update_into(piece, self._buffer)
-            self._segment(memoryview(self._buffer)[:written])
+        for start in range(0, len(view), CHUNK):  # the padder copies what it is given
+            self._encrypt(memoryview(self._padder.update(view[start : start + CHUNK])))
+
+    def _encrypt(self, view: memoryview) -> None:
+        """Encrypt ``view`` into as few blocks as hold it: each cipher call is one turn of
+        the GIL, so calls are few and large."""
+        while view:
+            if self._block is None:
+                self._block = self._blocks.claim()
+            room = len(self._block) - self._fill - 15  # update_into's margin: a cipher block
+            if room < _MIN_TAKE:
+                self._segment()
+                continue
+            take = min(room, len(view))
+            output = memoryview(self._block)[self._fill :]
+            self._fill += self._cipher.update_into(view[:take], output)
+            view = view[take:]
+
+    def _segment(self) -> None:
+        """Hand the block over as one definite-length OCTET STRING segment."""
+        assert self._block is not None
+        if self._fill == _ROOM:
+            self._blocks.submit(self._block, 0, 0)  # nothing in it: given back
+            self._block = None
+            return
+        header = octet_string_header(self._fill - _ROOM)
+        start = _ROOM - len(header)
+        self._block[start:_ROOM] = header
+        self._blocks.submit(self._block, start, self._fill)
+        self._block, self._fill = None, _ROOM
 
     def _finish(self) -> None:
+        if self._block is not None:
+            self._segment()
         if self._padder is not None:
-            self._segment(self._cipher.update(self._padder.finalize()))
-        self._segment(self._cipher.finalize())
+            last = self._cipher.update(self._padder.finalize())
+            self._inner.write(octet_string_header(len(last)) + last)
+        if final := self._cipher.finalize():
+            self._inner.write(octet_string_header(len(final)) + final)
         tail = _END + _END  # encryptedContent, EncryptedContentInfo
         if self._plan.cipher.authenticated:
             tag = getattr(self._cipher, "tag")  # noqa: B009 (GCM contexts only)

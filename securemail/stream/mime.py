@@ -22,7 +22,8 @@ from ..errors import AlreadyFinalized, InputError, MalformedMessageError
 from ..headers import check_header_value, sanitize_filename
 from ..results import ProtectedMessage
 from .base import CHUNK, Data, Sink, Source, Writer
-from .encoding import Base64Writer
+from .encoding import threaded_base64
+from .threads import ThreadedWriter
 
 __all__ = [
     "MultipartWriter",
@@ -48,7 +49,10 @@ class PartSink:
 
 
 def copy_into(writer: Sink, source: Source, *, chunk: int = 16 * CHUNK) -> int:
-    """Copy ``source`` into ``writer`` in chunks through one reused buffer; bytes copied."""
+    """Copy ``source`` into ``writer`` in chunks through one reused buffer (into the blocks
+    of a :class:`ThreadedWriter`, with no copy); bytes copied."""
+    if isinstance(writer, ThreadedWriter):
+        return _read_into_blocks(writer, source)
     buffer = bytearray(chunk)
     view = memoryview(buffer)
     total = 0
@@ -57,6 +61,17 @@ def copy_into(writer: Sink, source: Source, *, chunk: int = 16 * CHUNK) -> int:
         if not count:
             return total
         writer.write(view[:count])
+        total += count
+
+
+def _read_into_blocks(writer: ThreadedWriter, source: Source) -> int:
+    total = 0
+    while True:
+        block = writer.claim()
+        count = source.readinto(block) or 0
+        writer.submit(block, 0, count)
+        if not count:
+            return total
         total += count
 
 
@@ -93,10 +108,8 @@ class StreamedAttachment:
 
     def write_base64(self, sink: Sink) -> int:
         """Base64 of the file into ``sink``; the number of file bytes read."""
-        encoder = Base64Writer(PartSink(sink))
-        count = self._copy(encoder)
-        encoder.finalize()
-        return count
+        with threaded_base64(PartSink(sink)) as encoder:  # its worker stops on an error
+            return self._copy(encoder)
 
     def write_binary(self, sink: Sink, boundary: str) -> int:
         """The file as it is into ``sink`` (for a part inside encryption); the number of

@@ -40,11 +40,10 @@ from ..smime.password import PasswordRecipient
 from .base import Sink, Source, Writer
 from .ber import Base64Source, BerReader
 from .cms import DetachedSignatureWriter, EnvelopeWriter
-from .encoding import Base64Writer, CrlfWriter
+from .encoding import CrlfWriter, threaded_base64
 from .message import RestoringSink, StreamDecryptResult, Streamed, read_header_section
 from .mime import StreamedAttachment, copy_into, with_attachments, write_entity
 from .spool import Spool
-from .threads import ThreadedWriter
 
 __all__ = [
     "StreamDecryptResult",
@@ -75,7 +74,7 @@ def _encrypt_prepared(
         recipients, signer=signer, policy=policy, trust=trust, certificates=certificates
     )
     sink.write(payload.assemble_header(prepared, pkcs7_mime_fields(cipher)))
-    top: Writer = EnvelopeWriter.for_recipients(ThreadedWriter(Base64Writer(sink)), planned, cipher)
+    top: Writer = EnvelopeWriter.for_recipients(threaded_base64(sink), planned, cipher)
     if signer is not None:
         top = DetachedSignatureWriter(top, signer, policy=policy)
     write(top)

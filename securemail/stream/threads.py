@@ -16,29 +16,42 @@ import weakref
 from types import TracebackType
 from typing import Self
 
+from ..errors import AlreadyFinalized
 from .base import Data, Sink, Source, Writer
 
-__all__ = ["BackgroundSink", "BackgroundSource", "ThreadedWriter", "read_ahead"]
+__all__ = [
+    "WORKER_BLOCK",
+    "BackgroundSink",
+    "BackgroundSource",
+    "DirectBlocks",
+    "ThreadedWriter",
+    "blocks",
+    "read_ahead",
+]
 
 BLOCK = 256 * 1024
 """Bytes gathered before a write is handed to the worker (fewer, larger system calls)."""
+WORKER_BLOCK = 1 << 20
+"""Block size for a :class:`ThreadedWriter` whose worker does heavy work on each block
+(encrypts it, base64-encodes it): every block is a turn of the GIL for each thread, and on a
+virtual machine a turn costs a wake-up of the other core, so blocks are few and large."""
 DEPTH = 3
 """Blocks per queue: at most ``DEPTH * BLOCK`` bytes held by one sink or source."""
 
 
 class _Ring:
-    """``DEPTH`` buffers of ``BLOCK`` bytes, allocated once and passed between two threads.
+    """``DEPTH`` buffers of ``block`` bytes, allocated once and passed between two threads.
 
     Nothing is allocated per block: above the C allocator's mmap threshold (128 KiB) every
     fresh buffer would come from the kernel as new pages, and on a virtual machine faulting
     them in costs more than the copy into a reused one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, block: int = BLOCK) -> None:
         self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         for _ in range(DEPTH):
-            self.free.put(bytearray(BLOCK))
-        self.full: queue.SimpleQueue[tuple[bytearray, int] | BaseException | None] = (
+            self.free.put(bytearray(block))
+        self.full: queue.SimpleQueue[tuple[bytearray, int, int] | BaseException | None] = (
             queue.SimpleQueue()
         )
 
@@ -50,9 +63,10 @@ class BackgroundSink:
     error the worker met (a full disk, a closed pipe) in the caller's thread.
     """
 
-    def __init__(self, sink: Sink) -> None:
-        self._ring = _Ring()
-        self._block = self._ring.free.get()
+    def __init__(self, sink: Sink, *, block: int = BLOCK) -> None:
+        self._ring = _Ring(block)
+        self._size = block
+        self._block: bytearray | None = None
         self._fill = 0
         self._errors: list[BaseException] = []
         self._closed = False
@@ -65,24 +79,49 @@ class BackgroundSink:
         weakref.finalize(self, self._ring.full.put, None)
 
     def write(self, data: Data) -> int:
+        self._check()
+        view = memoryview(data).cast("B")
+        while view:
+            if self._block is None:
+                self._block = self._ring.free.get()  # waits while the worker is behind
+            take = min(len(view), self._size - self._fill)
+            self._block[self._fill : self._fill + take] = view[:take]
+            self._fill += take
+            view = view[take:]
+            if self._fill == self._size:
+                self._hand_over()
+        return len(data)
+
+    def _check(self) -> None:
         if self._errors:
             raise self._errors[0]
         if self._closed:
             raise ValueError("write to a closed BackgroundSink")
-        view = memoryview(data).cast("B")
-        while view:
-            take = min(len(view), BLOCK - self._fill)
-            self._block[self._fill : self._fill + take] = view[:take]
-            self._fill += take
-            view = view[take:]
-            if self._fill == BLOCK:
-                self._hand_over()
-        return len(data)
 
     def _hand_over(self) -> None:
-        self._ring.full.put((self._block, self._fill))
-        self._block = self._ring.free.get()  # waits while the worker is DEPTH blocks behind
+        assert self._block is not None
+        self._ring.full.put((self._block, 0, self._fill))
+        self._block = None
         self._fill = 0
+
+    def claim(self) -> bytearray:
+        """An empty block to fill in place, for a producer that would otherwise fill a
+        buffer of its own and have :meth:`write` copy it; hand it back with :meth:`submit`.
+        What was written before is handed over first, so the order is kept."""
+        self._check()
+        if self._fill:
+            self._hand_over()
+        block = self._block if self._block is not None else self._ring.free.get()
+        self._block = None
+        return block
+
+    def submit(self, block: bytearray, start: int, end: int) -> None:
+        """Write ``block[start:end]`` (a block from :meth:`claim`) and give the block back
+        (an empty range only gives it back)."""
+        if start == end:
+            self._ring.free.put(block)
+        else:
+            self._ring.full.put((block, start, end))
 
     def close(self) -> None:
         if self._closed:
@@ -94,6 +133,14 @@ class BackgroundSink:
         self._thread.join()
         if self._errors:
             raise self._errors[0]
+
+    def abandon(self) -> None:
+        """Stop the worker after what it has (on an error upstream: the rest is not
+        written, and the worker's own error, if any, is dropped)."""
+        if not self._closed:
+            self._closed = True
+            self._ring.full.put(None)
+            self._thread.join()
 
     def __enter__(self) -> Self:
         return self
@@ -133,7 +180,8 @@ class BackgroundSource:
             if item is None:
                 self._done = True
                 return 0
-            self._current, self._offset = item, 0
+            block, self._offset, count = item
+            self._current = block, count
         block, count = self._current
         take = min(len(buffer), count - self._offset)
         buffer[:take] = memoryview(block)[self._offset : self._offset + take]
@@ -162,10 +210,10 @@ def _drain(ring: _Ring, sink: Sink, errors: list[BaseException]) -> None:
     never waits for ever, and finds the error at its next write or at close."""
     while (item := ring.full.get()) is not None:
         assert not isinstance(item, BaseException)
-        block, fill = item
+        block, start, end = item
         if not errors:
             try:
-                sink.write(memoryview(block)[:fill])
+                sink.write(memoryview(block)[start:end])
             except BaseException as exc:  # handed to the caller's thread
                 errors.append(exc)
         ring.free.put(block)
@@ -180,7 +228,7 @@ def _fill(ring: _Ring, source: Source) -> None:
             if not count:
                 ring.full.put(None)
                 return
-            ring.full.put((block, count))
+            ring.full.put((block, 0, count))
     except BaseException as exc:  # handed to the caller's thread
         ring.full.put(exc)
 
@@ -188,15 +236,57 @@ def _fill(ring: _Ring, source: Source) -> None:
 class ThreadedWriter(Writer):
     """Runs the layers below it in a worker thread: put it between two expensive layers
     (the cipher and the base64 encoder under it) and both cores work. What is written is
-    copied into blocks and handed over; :meth:`finalize` waits for the worker, then
-    finalizes the layer below in the caller's thread."""
+    copied into blocks and handed over, or (:meth:`claim`, :meth:`submit`) produced in the
+    blocks themselves; :meth:`finalize` waits for the worker, then finalizes the layer
+    below in the caller's thread."""
 
-    def __init__(self, inner: Sink) -> None:
+    def __init__(self, inner: Sink, *, block: int = BLOCK) -> None:
         super().__init__(inner)
-        self._background = BackgroundSink(inner)
+        self._background = BackgroundSink(inner, block=block)
 
     def _write(self, data: Data) -> None:
         self._background.write(data)
 
+    def claim(self) -> bytearray:
+        if self.finalized:
+            raise AlreadyFinalized(type(self).__name__)
+        return self._background.claim()
+
+    def submit(self, block: bytearray, start: int, end: int) -> None:
+        self._background.submit(block, start, end)
+
     def _finish(self) -> None:
         self._background.close()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, traceback)
+        finally:
+            if exc_type is not None:
+                self._background.abandon()
+
+
+class DirectBlocks:
+    """:meth:`ThreadedWriter.claim` and :meth:`~ThreadedWriter.submit` for any sink: one
+    reused block, written out at once in the caller's thread."""
+
+    def __init__(self, sink: Sink, block: int = BLOCK) -> None:
+        self._sink = sink
+        self._block = bytearray(block)
+
+    def claim(self) -> bytearray:
+        return self._block
+
+    def submit(self, block: bytearray, start: int, end: int) -> None:
+        self._sink.write(memoryview(block)[start:end])
+
+
+def blocks(sink: Sink, size: int) -> ThreadedWriter | DirectBlocks:
+    """Blocks of ``size`` bytes to produce output in for ``sink``: its own if it is a
+    :class:`ThreadedWriter`, else a :class:`DirectBlocks` around it."""
+    return sink if isinstance(sink, ThreadedWriter) else DirectBlocks(sink, size)

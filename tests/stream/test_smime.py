@@ -924,7 +924,7 @@ def seals(people: People) -> dict[str, Sealed]:
     several segments."""
     made = {}
     for cipher in (GCM, CBC):
-        content = AttachedFile("data.bin", noise(300_000, 1))
+        content = AttachedFile("data.bin", noise(2_500_000, 1))
         data = stream_encrypt(
             text_message(), [people.recipient("rsa", cipher)], attachments=[content.streamed()]
         )
