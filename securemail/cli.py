@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn, TypeVar
 
 from . import wire
 from .cliio import STREAM_THRESHOLD, Input, Output, open_input
@@ -27,6 +27,7 @@ from .keys import Identity, Recipient, load_certificates, load_identity
 from .pgp.gpg import GnuPG
 from .policy import DEFAULT, ContentCipher, DigestAlgorithm, KeyTransport, Policy, SignatureMode
 from .stream import smime as stream_smime
+from .stream.base import Sink, Source
 from .stream.message import PrefixedSource
 
 if TYPE_CHECKING:  # the transport (pydantic) is imported only by `send`
@@ -169,6 +170,20 @@ def _need(args: argparse.Namespace, option: str, what: str) -> None:
         raise _UsageError(f"{option} is required {what}")
 
 
+_T = TypeVar("_T")
+
+
+def _streamed(
+    message: Input, output: str | None, verb: str, run: Callable[[Source, Sink], _T]
+) -> _T:
+    """``run`` on the message's source (with a progress bar on a terminal) and the output."""
+    source, progress = message.source(verb)
+    with Output(output) as out:
+        result = run(source, out)
+    progress.close()
+    return result
+
+
 def _pgp_engine(args: argparse.Namespace) -> GnuPG | None:
     """The GnuPG home named by --gnupg-home, or None for a private one per operation."""
     return GnuPG(args.gnupg_home) if args.gnupg_home else None
@@ -185,23 +200,27 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
             raise _UsageError("--recipient-key (or --gnupg-home) is required with --pgp")
         keys = [*(args.recipient_key or ()), *(args.secret_key or ())]
         signing = bool(args.secret_key or args.signer)
-        if message.streaming and not signing:
+        if message.streaming:
             from .stream import pgp as stream_pgp
 
-            source, progress = message.source("encrypting")
-            with Output(args.output) as out:
-                stream_pgp.encrypt_stream(
+            _streamed(
+                message,
+                args.output,
+                "encrypting",
+                lambda source, out: stream_pgp.encrypt_stream(
                     source,
                     out,
                     args.recipient or (),
                     keys=keys,
+                    signer=args.signer,
+                    sign=signing,
+                    passphrase=_password(args),
                     gnupg=_pgp_engine(args),
                     policy=_policy(args),
                     prefix=message.prefix,
-                )
-            progress.close()
+                ),
+            )
             return EXIT_OK
-        # Signing is not streamed for PGP/MIME: gpg signs the entity in memory.
         protected = pgp_encrypt(
             _whole(message),
             args.recipient or (),
@@ -226,9 +245,11 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
         signer_id = _identity(args) if args.key else None
         trust = [c for path in args.trust for c in load_certificates(path)] if args.trust else None
         if message.streaming:
-            source, progress = message.source("encrypting")
-            with Output(args.output) as out:
-                stream_smime.encrypt_stream(
+            _streamed(
+                message,
+                args.output,
+                "encrypting",
+                lambda source, out: stream_smime.encrypt_stream(
                     source,
                     out,
                     recipients,
@@ -236,8 +257,8 @@ def _cmd_encrypt(args: argparse.Namespace) -> int:
                     policy=_policy(args),
                     trust=trust,
                     prefix=message.prefix,
-                )
-            progress.close()
+                ),
+            )
             return EXIT_OK
         protected = encrypt(
             message.prefix, recipients, signer=signer_id, policy=_policy(args), trust=trust
@@ -258,9 +279,11 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
         if message.streaming:
             from .stream import pgp as stream_pgp
 
-            source, progress = message.source("decrypting")
-            with Output(args.output) as out:
-                streamed = stream_pgp.decrypt_stream(
+            streamed = _streamed(
+                message,
+                args.output,
+                "decrypting",
+                lambda source, out: stream_pgp.decrypt_stream(
                     source,
                     out,
                     keys=[*(args.secret_key or ()), *(args.signer_key or ())],
@@ -268,8 +291,8 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
                     gnupg=_pgp_engine(args),
                     policy=_policy(args),
                     prefix=message.prefix,
-                )
-            progress.close()
+                ),
+            )
             if streamed.unchecked_signature:
                 _note("signature NOT verified: large messages are decrypted without checking it")
             return EXIT_OK
@@ -288,17 +311,19 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
             _need(args, "--key", "for S/MIME decryption (or --pwri-password-file)")
         identity = _identity(args) if args.key else None
         if message.streaming:
-            source, progress = message.source("decrypting")
-            with Output(args.output) as out:
-                streamed = stream_smime.decrypt_stream(
+            streamed = _streamed(
+                message,
+                args.output,
+                "decrypting",
+                lambda source, out: stream_smime.decrypt_stream(
                     source,
                     out,
                     identity,
                     password=secret,
                     policy=_policy(args),
                     prefix=message.prefix,
-                )
-            progress.close()
+                ),
+            )
             if not streamed.authenticated:
                 _warn_unauthenticated(streamed.content_cipher)
             return EXIT_OK
@@ -331,6 +356,25 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
         if not (args.secret_key or args.gnupg_home):
             raise _UsageError("--secret-key (or --gnupg-home) is required with --pgp")
+        if message.streaming:
+            from .stream import pgp as stream_pgp
+
+            _streamed(
+                message,
+                args.output,
+                "signing",
+                lambda source, out: stream_pgp.sign_stream(
+                    source,
+                    out,
+                    args.signer,
+                    keys=args.secret_key or (),
+                    passphrase=_password(args),
+                    gnupg=_pgp_engine(args),
+                    policy=_policy(args),
+                    prefix=message.prefix,
+                ),
+            )
+            return EXIT_OK
         protected = pgp_sign(
             _whole(message),
             args.signer,
@@ -346,12 +390,14 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         if message.streaming:
             if args.opaque:
                 raise _UsageError("large messages are signed detached; --opaque needs it in memory")
-            source, progress = message.source("signing")
-            with Output(args.output) as out:
-                stream_smime.sign_stream(
+            _streamed(
+                message,
+                args.output,
+                "signing",
+                lambda source, out: stream_smime.sign_stream(
                     source, out, _identity(args), policy=_policy(args), prefix=message.prefix
-                )
-            progress.close()
+                ),
+            )
             return EXIT_OK
         protected = sign(message.prefix, _identity(args), policy=_policy(args))
     _write_output(args.output, protected.as_bytes())

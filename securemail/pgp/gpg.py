@@ -41,6 +41,7 @@ import enum
 import io
 import itertools
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -55,6 +56,7 @@ from typing import Any
 import gnupg
 
 from ..errors import (
+    AlreadyFinalized,
     DecryptionError,
     EncryptionError,
     InputError,
@@ -96,10 +98,12 @@ __all__ = [
     "KeyInfo",
     "Passphrase",
     "SignatureMade",
+    "SignatureStream",
     "SubkeyInfo",
     "UserID",
     "Verdict",
     "Verification",
+    "check_passphrase",
     "find_gpg",
 ]
 
@@ -575,9 +579,10 @@ class _Sink:
 
 
 class _Watchdog:
-    """Kills the gpg process after ``timeout`` seconds, or at once on :meth:`kill`."""
+    """Kills the gpg process after ``timeout`` seconds (never, if None), or at once on
+    :meth:`kill`."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float | None) -> None:
         self._timeout = timeout
         self._timer: threading.Timer | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -585,9 +590,10 @@ class _Watchdog:
 
     def start(self, process: subprocess.Popen[bytes]) -> None:
         self._process = process
-        self._timer = threading.Timer(self._timeout, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        if self._timeout is not None:
+            self._timer = threading.Timer(self._timeout, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
 
     def _expire(self) -> None:
         self.fired = True
@@ -684,6 +690,12 @@ def _number(text: str | None) -> int | None:
 
 
 # --- passphrases, selectors and addresses --------------------------------------------------------
+
+
+def check_passphrase(passphrase: Passphrase) -> None:
+    """Refuse now a passphrase gpg would misread (see :func:`_passphrase`): for callers that
+    ask gpg for other things (keys, recipients) before it needs the passphrase."""
+    _passphrase(passphrase)
 
 
 def _passphrase(passphrase: Passphrase) -> str | None:
@@ -914,6 +926,157 @@ def _base_options(home: Path) -> list[str]:
     ]
 
 
+def _detach_args(key: KeyInfo, digest: DigestAlgorithm) -> list[str]:
+    return [
+        "--detach-sign",
+        "--armor",
+        "--local-user",
+        key.fingerprint,
+        "--digest-algo",
+        _DIGEST_OPTION[DigestAlgorithm(digest)],
+    ]
+
+
+class _Feed:
+    """gpg's input while the caller is still writing it: a short queue of pieces that
+    python-gnupg's copying thread reads (as it reads a file) into gpg's stdin."""
+
+    DEPTH = 4
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=self.DEPTH)
+        self._piece = memoryview(b"")
+        self._ended = False
+
+    def read(self, size: int = -1) -> memoryview:
+        """The next at most ``size`` bytes; empty at the end (python-gnupg's side)."""
+        while not self._piece:
+            if self._ended:
+                return memoryview(b"")
+            item = self._queue.get()
+            if item is None:
+                self._ended = True
+            else:
+                self._piece = memoryview(item)
+        take = len(self._piece) if size < 0 else size
+        piece, self._piece = self._piece[:take], self._piece[take:]
+        return piece
+
+    def put(self, item: bytes | None, timeout: float) -> bool:
+        """Queue ``item`` (None: the end) within ``timeout`` seconds; False if the reader
+        took nothing in that time."""
+        try:
+            self._queue.put(item, timeout=timeout)
+        except queue.Full:
+            return False
+        return True
+
+    def close(self) -> None:
+        """(python-gnupg closes what it read; the queue needs nothing.)"""
+
+
+class SignatureStream:
+    """A detached signature gpg makes while the data is written
+    (:meth:`GnuPG.sign_detached_stream`): :meth:`write` the data, then :meth:`finish`;
+    or :meth:`abort`, which stops gpg and makes no signature."""
+
+    _POLL = 0.25  # seconds between checks that gpg is still running, while it takes no data
+
+    def __init__(
+        self,
+        engine: GnuPG,
+        args: list[str],
+        key: KeyInfo,
+        name: str,
+        secret: str | None,
+        *,
+        micalg: str,
+    ) -> None:
+        self.micalg = micalg
+        """The ``micalg`` of the signature to come (RFC 3156 5), as the trial one had."""
+        self._engine = engine
+        self._key, self._name, self._secret = key, name, secret
+        self._timeout = engine.timeout
+        self._feed = _Feed()
+        self._watchdog = _Watchdog(None)
+        self._outcome: list[tuple[_Run, _Sink] | BaseException] = []
+        self._done = False
+        self._thread = threading.Thread(
+            target=_run_fed,
+            args=(engine, args, self._feed, secret, self._watchdog, self._outcome),
+            name="securemail-gpg-signer",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._done:
+            raise AlreadyFinalized(type(self).__name__)
+        if data:
+            self._put(bytes(data))
+        return len(data)
+
+    def _put(self, item: bytes | None) -> None:
+        """Hand ``item`` to gpg; if gpg ends or stops taking data, stop it and raise."""
+        waited = 0.0
+        while not self._feed.put(item, self._POLL):
+            waited += self._POLL
+            if not self._thread.is_alive():  # gpg ended early: its own error, if any
+                self._done = True
+                self._result()
+                raise ToolError("gpg stopped reading the data to sign")
+            if waited >= self._timeout:
+                self.abort()
+                raise ToolError(
+                    f"gpg took no data to sign for {self._timeout} seconds and was stopped"
+                )
+
+    def finish(self) -> DetachedSignature:
+        """The end of the data: gpg's signature over all of it."""
+        if self._done:
+            raise AlreadyFinalized(type(self).__name__)
+        self._put(None)
+        self._done = True
+        self._thread.join(self._timeout)
+        if self._thread.is_alive():
+            self._watchdog.kill()
+            self._thread.join()
+            raise ToolError(f"gpg did not finish signing within {self._timeout} seconds")
+        return self._result()
+
+    def _result(self) -> DetachedSignature:
+        self._thread.join()
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        run, sink = outcome
+        return self._engine._detached(run, sink, self._key, self._name, self._secret)
+
+    def abort(self) -> None:
+        """Stop gpg; no signature is made. (Nothing to do once finished.)"""
+        if self._thread.is_alive():
+            self._done = True
+            self._watchdog.kill()
+            while self._thread.is_alive() and not self._feed.put(None, self._POLL):
+                pass
+            self._thread.join()
+        self._done = True
+
+
+def _run_fed(
+    engine: GnuPG,
+    args: list[str],
+    feed: _Feed,
+    secret: str | None,
+    watchdog: _Watchdog,
+    outcome: list[tuple[_Run, _Sink] | BaseException],
+) -> None:
+    try:
+        outcome.append(engine._call(args, feed, passphrase=secret, watchdog=watchdog))
+    except BaseException as exc:  # handed to the writing thread
+        outcome.append(exc)
+
+
 class _Runner(gnupg.GPG):  # type: ignore[misc]  # python-gnupg has no type hints
     """python-gnupg with our command line and a hook on each process it starts (for the
     watchdog); its I/O plumbing (passphrase and data on stdin, stdout in chunks to
@@ -1077,6 +1240,11 @@ class GnuPG:
     def binary(self) -> str:
         return self._binary
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one gpg process may run (a streamed one: may wait for data)."""
+        return self._timeout
+
     def close(self) -> None:
         """Remove the private home (after stopping its agent) and the scratch files."""
         if self._closed:
@@ -1101,17 +1269,20 @@ class GnuPG:
     def _call(
         self,
         args: Sequence[str],
-        data: bytes = b"",
+        data: bytes | _Feed = b"",
         *,
         passphrase: str | None = None,
         limit: int | None = None,
+        watchdog: _Watchdog | None = None,
     ) -> tuple[_Run, _Sink]:
+        """Run gpg on ``data`` (bytes, or a :class:`_Feed` written while it runs, watched
+        by the caller's ``watchdog``)."""
         if self._closed:
             raise InputError("this GnuPG engine is closed")
         runner = self._runner
         with self._lock:
             log = self._scratch / f"gpg-{next(self._serial)}.log"
-            watchdog = _Watchdog(self._timeout)
+            watchdog = watchdog or _Watchdog(self._timeout)
             sink = _Sink(limit, watchdog.kill)
             recorder = _Recorder(runner)
             runner.on_data = sink
@@ -1120,7 +1291,7 @@ class GnuPG:
             try:
                 runner._handle_io(
                     ["--log-file", str(log), *args],
-                    io.BytesIO(data),
+                    data if isinstance(data, _Feed) else io.BytesIO(data),
                     recorder,
                     passphrase=passphrase,
                     binary=True,
@@ -1351,10 +1522,35 @@ class GnuPG:
         actually used (for ``micalg``) is taken from its ``SIG_CREATED`` line."""
         secret = _passphrase(passphrase)
         key = self._choose(signer, self.list_keys(), purpose="sign")
-        args = ["--detach-sign", "--armor", "--local-user", key.fingerprint]
-        args += ["--digest-algo", _DIGEST_OPTION[DigestAlgorithm(digest)]]
-        run, sink = self._call(args, bytes(data), passphrase=secret)
-        made = self._signature_made(run, key, _display(signer), secret, sink, detached=True)
+        run, sink = self._call(_detach_args(key, digest), bytes(data), passphrase=secret)
+        return self._detached(run, sink, key, _display(signer), secret)
+
+    def sign_detached_stream(
+        self,
+        signer: str | KeyInfo,
+        *,
+        passphrase: Passphrase = None,
+        digest: DigestAlgorithm = DigestAlgorithm.SHA256,
+    ) -> SignatureStream:
+        """:meth:`sign_detached` over data written to the returned stream while gpg runs,
+        for data too large to hold: ``write`` it, then ``finish()`` for the signature.
+
+        The key and passphrase are tried on empty data first, so that a wrong passphrase
+        or an unusable key stops the caller before it has written anything. The engine
+        runs nothing else until the stream is finished or aborted. The engine's timeout
+        bounds each wait for gpg to take more data, and its end once the data is in."""
+        secret = _passphrase(passphrase)
+        key = self._choose(signer, self.list_keys(), purpose="sign")
+        tried = self._call(_detach_args(key, digest), passphrase=secret)
+        made = self._detached(*tried, key, _display(signer), secret)
+        return SignatureStream(
+            self, _detach_args(key, digest), key, _display(signer), secret, micalg=made.micalg
+        )
+
+    def _detached(
+        self, run: _Run, sink: _Sink, key: KeyInfo, name: str, passphrase: str | None
+    ) -> DetachedSignature:
+        made = self._signature_made(run, key, name, passphrase, sink, detached=True)
         if run.returncode != 0 or run.failures() or run.input_error:
             sink.wipe()
             raise ToolError(f"gpg could not sign: {run.diagnostic()}")

@@ -51,7 +51,7 @@ Selector = str | KeyInfo
 """A key: a full fingerprint, an email address, or a :class:`KeyInfo`."""
 
 _CRLF = wire.CRLF
-_SIGNED_PREAMBLE = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n"
+SIGNED_PREAMBLE = b"This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n"
 _ENCRYPTED_PREAMBLE = b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n"
 _VERSION_PART = (
     b"Content-Type: application/pgp-encrypted\r\n"
@@ -106,6 +106,31 @@ def _default_signer(imported: Sequence[KeyInfo], sender: str | None) -> Selector
 # --- signing and encrypting ------------------------------------------------------------------
 
 
+def signing_key(
+    engine: GnuPG, imported: Sequence[KeyInfo], signer: Selector | None, sender: str | None
+) -> KeyInfo:
+    """The key that signs: ``signer``, else the only secret key imported, else the key for
+    the From address; checked by the engine."""
+    return engine.signing_key(signer or _default_signer(imported, sender))
+
+
+def signature_part(armored: bytes) -> bytes:
+    """The application/pgp-signature part holding ``armored`` (RFC 3156 5)."""
+    return (
+        b'Content-Type: application/pgp-signature; name="signature.asc"\r\n'
+        b"Content-Description: OpenPGP digital signature\r\n"
+        b'Content-Disposition: attachment; filename="signature.asc"\r\n\r\n'
+        + wire.canonicalize(armored)
+    )
+
+
+def signed_content_type(micalg: str, boundary: str) -> str:
+    return (
+        f'multipart/signed; micalg={micalg}; protocol="application/pgp-signature"; '
+        f'boundary="{boundary}"'
+    )
+
+
 def _sign_entity(
     engine: GnuPG,
     entity: bytes,
@@ -115,18 +140,9 @@ def _sign_entity(
 ) -> tuple[list[tuple[str, str]], bytes]:
     """Content fields and body of the multipart/signed entity around ``entity`` (RFC 3156 5)."""
     signature = engine.sign_detached(entity, signer, passphrase=passphrase, digest=policy.digest)
-    signature_part = (
-        b'Content-Type: application/pgp-signature; name="signature.asc"\r\n'
-        b"Content-Description: OpenPGP digital signature\r\n"
-        b'Content-Disposition: attachment; filename="signature.asc"\r\n\r\n'
-        + wire.canonicalize(signature.data)
-    )
-    boundary, body = wire.multipart_body(_SIGNED_PREAMBLE, [entity, signature_part])
-    content_type = (
-        f'multipart/signed; micalg={signature.micalg}; protocol="application/pgp-signature"; '
-        f'boundary="{boundary}"'
-    )
-    return [("Content-Type", content_type)], body
+    parts = [entity, signature_part(signature.data)]
+    boundary, body = wire.multipart_body(SIGNED_PREAMBLE, parts)
+    return [("Content-Type", signed_content_type(signature.micalg, boundary))], body
 
 
 def sign(
@@ -178,7 +194,7 @@ def encrypt(
         chosen = choose_recipients(engine, imported, recipients, prepared)
         entity = prepared.entity
         if signer is not None or sign:
-            own = engine.signing_key(signer or _default_signer(imported, prepared.mail_from))
+            own = signing_key(engine, imported, signer, prepared.mail_from)
             if policy.encrypt_to_self and own.problem_for_encryption() is None:
                 chosen.append(own)
             fields, body = _sign_entity(engine, entity, own, passphrase, policy)

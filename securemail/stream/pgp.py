@@ -15,34 +15,44 @@ gpg stays the engine for keys: recipients are chosen and checked by
 :func:`securemail.pgp.encrypt`'s rules (fail-closed, naming the recipient) and exported
 from the engine, so gpg's judgment of a key's validity is what the native writer uses.
 
-Not streamed: signing. A PGP/MIME signature would need gpg to hash the whole entity; use
-:func:`securemail.pgp.encrypt` with ``signer=`` for messages that fit in memory, or sign
-with S/MIME (:func:`securemail.stream.smime.encrypt` takes a ``signer``). An OpenPGP
-signature inside a message being decrypted is reported, not checked.
+Signing streams too (:func:`sign`, :func:`sign_stream`, and ``signer=`` for the encrypting
+recipes: a multipart/signed inside the encryption, RFC 3156 6.1, as
+:func:`securemail.pgp.encrypt` writes it). The secret key stays in gpg, so gpg makes the
+signature: the signed part is fed to ``gpg --detach-sign`` while it is written
+(:class:`SignatureWriter`), and the signature part follows it. The key and passphrase are
+tried before the first byte is written. An OpenPGP signature *inside* the encrypted data
+(``gpg --sign --encrypt``'s combined form) is reported by :func:`decrypt_stream`, not checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
 
 from .. import payload, wire
-from ..errors import EmbeddedCiphertextError, MalformedMessageError
-from ..pgp.gpg import GnuPG, KeyInfo, Passphrase
+from ..errors import EmbeddedCiphertextError, InputError, MalformedMessageError, ToolError
+from ..pgp.gpg import GnuPG, KeyInfo, Passphrase, SignatureStream, check_passphrase
 from ..pgp.mime import (
+    SIGNED_PREAMBLE,
     KeySource,
     Selector,
     choose_recipients,
     encrypted_content_type,
     encrypted_frame,
     open_engine,
+    signature_part,
+    signed_content_type,
+    signing_key,
     split_blind,
 )
 from ..policy import DEFAULT, Policy
 from .base import CHUNK, Data, Sink, Source, Writer
 from .ber import Base64Source
+from .encoding import CrlfWriter
 from .message import (
     MAX_HEADER_SECTION,
     RestoringSink,
@@ -55,7 +65,14 @@ from .openpgp import ArmorWriter, OpenPGPEncryptWriter
 from .openpgp_decrypt import decrypt_stream as decrypt_openpgp
 from .openpgp_keys import RecipientKey, recipient_keys
 
-__all__ = ["decrypt_stream", "encrypt", "encrypt_stream"]
+__all__ = [
+    "SignatureWriter",
+    "decrypt_stream",
+    "encrypt",
+    "encrypt_stream",
+    "sign",
+    "sign_stream",
+]
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -75,6 +92,77 @@ class _Frame(Writer):
         self._inner.write(self._tail)
 
 
+class SignatureWriter(Writer):
+    """A PGP/MIME multipart/signed entity written as a stream (RFC 3156 5): what is written
+    is the signed part, passed on unchanged and fed to gpg on the way; :meth:`finalize`
+    has gpg finish the signature and writes the signature part. ``fields_before`` (outer
+    header fields, for a signed message rather than a signed part) precede the Content-Type
+    field.
+
+    The signed part must already be canonical (CRLF, 7-bit): bytes that are not ASCII are
+    refused, since a relay could change them and break the signature.
+    """
+
+    def __init__(
+        self, inner: Sink, signature: SignatureStream, *, fields_before: bytes = b""
+    ) -> None:
+        super().__init__(inner)
+        self._signature = signature
+        self.boundary = wire.new_boundary()
+        self._delimiter = b"\r\n--" + self.boundary.encode("ascii")
+        content_type = signed_content_type(signature.micalg, self.boundary)
+        inner.write(
+            fields_before
+            + wire.fold_field("Content-Type", content_type)
+            + wire.CRLF
+            + SIGNED_PREAMBLE
+            + self._delimiter
+            + wire.CRLF
+        )
+
+    def _write(self, data: Data) -> None:
+        if not (data if isinstance(data, bytes | bytearray) else bytes(data)).isascii():
+            raise InputError("a signed part must be 7-bit; encode 8-bit content first")
+        self._signature.write(data)
+        self._inner.write(data)
+
+    def _finish(self) -> None:
+        made = self._signature.finish()
+        if made.micalg != self._signature.micalg:
+            raise ToolError(f"gpg signed with {made.hash_algorithm}, not the announced hash")
+        self._inner.write(
+            self._delimiter
+            + wire.CRLF
+            + signature_part(made.data)
+            + self._delimiter
+            + b"--"
+            + wire.CRLF
+        )
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, traceback)
+        finally:
+            self._signature.abort()  # (nothing to stop once finished)
+
+
+@contextlib.contextmanager
+def _signing(
+    engine: GnuPG, key: KeyInfo, passphrase: Passphrase, policy: Policy
+) -> Iterator[SignatureStream]:
+    """gpg signing what is written, stopped if the writing fails."""
+    stream = engine.sign_detached_stream(key, passphrase=passphrase, digest=policy.digest)
+    try:
+        yield stream
+    finally:
+        stream.abort()  # (nothing to stop once finished)
+
+
 def _native_keys(
     engine: GnuPG, chosen: Sequence[KeyInfo], prepared: payload.Prepared
 ) -> list[RecipientKey]:
@@ -88,6 +176,22 @@ def _native_keys(
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class _Signing:
+    """Who signs a message being encrypted (``signer``, or with ``sign`` the default)."""
+
+    signer: Selector | None = None
+    sign: bool = False
+    passphrase: Passphrase = None
+
+    def __post_init__(self) -> None:
+        check_passphrase(self.passphrase)  # before any gpg process starts
+
+    @property
+    def wanted(self) -> bool:
+        return self.signer is not None or self.sign
+
+
 def _encrypt_prepared(
     sink: Sink,
     prepared: payload.Prepared,
@@ -96,14 +200,31 @@ def _encrypt_prepared(
     keys: Sequence[KeySource],
     gnupg: GnuPG | None,
     policy: Policy,
+    signing: _Signing,
 ) -> Streamed:
     with open_engine(gnupg, keys, policy) as (engine, imported):
         chosen = choose_recipients(engine, imported, recipients, prepared)
+        own = None
+        if signing.wanted:
+            own = signing_key(engine, imported, signing.signer, prepared.mail_from)
+            if policy.encrypt_to_self and own.problem_for_encryption() is None:
+                chosen.append(own)
         native = _native_keys(engine, chosen, prepared)
-    boundary = wire.new_boundary()
-    head, tail = encrypted_frame(boundary)
-    sink.write(payload.assemble_header(prepared, [encrypted_content_type(boundary)]) + head)
-    write(OpenPGPEncryptWriter.for_recipients(ArmorWriter(_Frame(sink, tail)), native))
+        with contextlib.ExitStack() as stack:
+            # gpg signs while the data streams; the engine serves nothing else meanwhile,
+            # so everything it had to give (recipients, keys) was asked for above.
+            signature = None
+            if own is not None:
+                signature = stack.enter_context(_signing(engine, own, signing.passphrase, policy))
+            boundary = wire.new_boundary()
+            head, tail = encrypted_frame(boundary)
+            fields = [encrypted_content_type(boundary)]
+            sink.write(payload.assemble_header(prepared, fields) + head)
+            armor = ArmorWriter(_Frame(sink, tail))
+            top: Writer = OpenPGPEncryptWriter.for_recipients(armor, native)
+            if signature is not None:
+                top = SignatureWriter(top, signature)
+            write(top)
     return Streamed(prepared.mail_from, prepared.recipients)
 
 
@@ -114,24 +235,34 @@ def encrypt(
     *,
     keys: Sequence[KeySource] = (),
     attachments: Sequence[StreamedAttachment] = (),
+    signer: Selector | None = None,
+    sign: bool = False,
+    passphrase: Passphrase = None,
     gnupg: GnuPG | None = None,
     policy: Policy = DEFAULT,
 ) -> Streamed:
     """Write ``message`` with ``attachments`` (read in chunks) PGP/MIME-encrypted to
     ``sink``. Recipients are chosen as :func:`securemail.pgp.encrypt` chooses them and all
-    are checked before anything is written (fail-closed)."""
+    are checked before anything is written (fail-closed). With ``signer`` (or ``sign``)
+    the message is signed first, as there: a multipart/signed inside (RFC 3156 6.1)."""
     message, boundary = with_attachments(message, attachments)
     prepared = payload.prepare(message, policy, encrypting=True)
+    signing = _Signing(signer, sign, passphrase)
     return _encrypt_prepared(
         sink,
         prepared,
         lambda top: write_entity(
-            top, prepared.entity, boundary, attachments, binary=policy.binary_attachments
+            top,
+            prepared.entity,
+            boundary,
+            attachments,
+            binary=policy.binary_attachments and not signing.wanted,
         ),
         recipients,
         keys,
         gnupg,
         policy,
+        signing,
     )
 
 
@@ -141,21 +272,103 @@ def encrypt_stream(
     recipients: Sequence[Selector] = (),
     *,
     keys: Sequence[KeySource] = (),
+    signer: Selector | None = None,
+    sign: bool = False,
+    passphrase: Passphrase = None,
     gnupg: GnuPG | None = None,
     policy: Policy = DEFAULT,
     prefix: bytes = b"",
 ) -> Streamed:
     """Encrypt the whole message read from ``source`` (``prefix`` = bytes already read
-    from it) to ``sink``: its header section protected as usual, its body passed through."""
+    from it) to ``sink``: its header section protected as usual, its body passed through
+    (with a ``signer``, line ends are made CRLF; it must be 7-bit, as ``securemail
+    compose`` writes it)."""
     header, body = read_header_section(source, prefix)
     prepared = payload.prepare_headers(header, policy, encrypting=True)
+    signing = _Signing(signer, sign, passphrase)
 
     def write(top: Writer) -> None:
+        if signing.wanted:
+            top = CrlfWriter(top)  # what is signed must be canonical (RFC 3156 5)
         top.write(prepared.entity)
         copy_into(top, body)
         top.finalize()
 
-    return _encrypt_prepared(sink, prepared, write, recipients, keys, gnupg, policy)
+    return _encrypt_prepared(sink, prepared, write, recipients, keys, gnupg, policy, signing)
+
+
+def _sign_prepared(
+    sink: Sink,
+    prepared: payload.Prepared,
+    write: Callable[[Writer], None],
+    signer: Selector | None,
+    keys: Sequence[KeySource],
+    passphrase: Passphrase,
+    gnupg: GnuPG | None,
+    policy: Policy,
+) -> Streamed:
+    with open_engine(gnupg, keys, policy) as (engine, imported):
+        own = signing_key(engine, imported, signer, prepared.mail_from)
+        with _signing(engine, own, passphrase, policy) as signature:
+            fields_before = payload.assemble_header(prepared, [])[: -len(wire.CRLF)]
+            write(SignatureWriter(sink, signature, fields_before=fields_before))
+    return Streamed(prepared.mail_from, prepared.recipients)
+
+
+def sign(
+    sink: Sink,
+    message: payload.MessageInput,
+    signer: Selector | None = None,
+    *,
+    keys: Sequence[KeySource] = (),
+    attachments: Sequence[StreamedAttachment] = (),
+    passphrase: Passphrase = None,
+    gnupg: GnuPG | None = None,
+    policy: Policy = DEFAULT,
+) -> Streamed:
+    """Write ``message`` with ``attachments`` (read in chunks) to ``sink`` as PGP/MIME
+    multipart/signed, gpg signing while it is written. The signer is chosen as
+    :func:`securemail.pgp.sign` chooses it; its key and ``passphrase`` are tried before
+    anything is written."""
+    check_passphrase(passphrase)  # before any gpg process starts
+    message, boundary = with_attachments(message, attachments)
+    prepared = payload.prepare(message, policy, encrypting=False)
+    return _sign_prepared(
+        sink,
+        prepared,
+        lambda top: write_entity(top, prepared.entity, boundary, attachments),
+        signer,
+        keys,
+        passphrase,
+        gnupg,
+        policy,
+    )
+
+
+def sign_stream(
+    source: Source,
+    sink: Sink,
+    signer: Selector | None = None,
+    *,
+    keys: Sequence[KeySource] = (),
+    passphrase: Passphrase = None,
+    gnupg: GnuPG | None = None,
+    policy: Policy = DEFAULT,
+    prefix: bytes = b"",
+) -> Streamed:
+    """Sign the message read from ``source`` (7-bit; bare LF line ends are made CRLF) as
+    PGP/MIME multipart/signed to ``sink``."""
+    check_passphrase(passphrase)  # before any gpg process starts
+    header, body = read_header_section(source, prefix)
+    prepared = payload.prepare_headers(header, policy, encrypting=False)
+
+    def write(top: Writer) -> None:
+        canonical = CrlfWriter(top)
+        canonical.write(prepared.entity)
+        copy_into(canonical, body)
+        canonical.finalize()
+
+    return _sign_prepared(sink, prepared, write, signer, keys, passphrase, gnupg, policy)
 
 
 # --- reading ------------------------------------------------------------------------------------
