@@ -118,6 +118,8 @@ class BackgroundSink:
     def submit(self, block: bytearray, start: int, end: int) -> None:
         """Write ``block[start:end]`` (a block from :meth:`claim`) and give the block back
         (an empty range only gives it back)."""
+        if self._closed:
+            raise ValueError("submit to a closed BackgroundSink")
         if start == end:
             self._ring.free.put(block)
         else:
