@@ -26,6 +26,7 @@ from .errors import InputError, SecureMailError
 from .keys import Identity, Recipient, load_certificates, load_identity
 from .pgp.gpg import GnuPG
 from .policy import DEFAULT, ContentCipher, DigestAlgorithm, KeyTransport, Policy, SignatureMode
+from .results import VerifyResult
 from .stream import smime as stream_smime
 from .stream.base import Sink, Source
 from .stream.message import PrefixedSource
@@ -293,8 +294,7 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
                     prefix=message.prefix,
                 ),
             )
-            if streamed.unchecked_signature:
-                _note("signature NOT verified: large messages are decrypted without checking it")
+            _report_signature(streamed.signature)
             return EXIT_OK
         result = pgp_decrypt(
             _whole(message),
@@ -329,17 +329,21 @@ def _cmd_decrypt(args: argparse.Namespace) -> int:
             return EXIT_OK
         result = decrypt(message.prefix, identity, password=secret, policy=_policy(args))
     _write_output(args.output, result.data)
-    if result.signature is not None:
-        # A signature made with the encryption (OpenPGP's combined form) has no layer of its
-        # own left in the output for `verify` to check: report it here.
-        signature = result.signature
-        if signature.verified:
-            _note(f"verified: signed by {signature.signer} (key {signature.fingerprint})")
-        else:
-            _note(f"signature NOT verified ({signature.status.value}): {signature.reason}")
+    _report_signature(result.signature)
     if not result.authenticated:
         _warn_unauthenticated(result.content_cipher)
     return EXIT_OK
+
+
+def _report_signature(signature: VerifyResult | None) -> None:
+    """A signature made with the encryption (OpenPGP's combined form) has no layer of its
+    own left in the output for ``verify`` to check: it is reported here."""
+    if signature is None:
+        return
+    if signature.verified:
+        _note(f"verified: signed by {signature.signer} (key {signature.fingerprint})")
+    else:
+        _note(f"signature NOT verified ({signature.status.value}): {signature.reason}")
 
 
 def _warn_unauthenticated(cipher: str) -> None:

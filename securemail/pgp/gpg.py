@@ -103,6 +103,7 @@ __all__ = [
     "UserID",
     "Verdict",
     "Verification",
+    "VerificationStream",
     "check_passphrase",
     "find_gpg",
 ]
@@ -975,12 +976,73 @@ class _Feed:
         """(python-gnupg closes what it read; the queue needs nothing.)"""
 
 
-class SignatureStream:
+class _FedGpg:
+    """One gpg process reading data the caller writes while it runs (through a
+    :class:`_Feed`): :meth:`write`, then :meth:`_end` for gpg's outcome, or :meth:`abort`.
+    The engine's timeout bounds each wait for gpg to take more data, and its end once the
+    data is in."""
+
+    _POLL = 0.25  # seconds between checks that gpg is still running, while it takes no data
+
+    def __init__(self, engine: GnuPG, args: list[str], secret: str | None, name: str) -> None:
+        self._engine = engine
+        self._timeout = engine.timeout
+        self._feed = _Feed()
+        self._watchdog = _Watchdog(None)
+        self._outcome: list[tuple[_Run, _Sink] | BaseException] = []
+        self._done = False
+        self._thread = threading.Thread(
+            target=_run_fed,
+            args=(engine, args, self._feed, secret, self._watchdog, self._outcome),
+            name=name,
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _put(self, item: bytes | None) -> bool:
+        """Hand ``item`` to gpg; False if gpg has ended (it reads no more). If gpg is still
+        running but takes nothing for the timeout, stop it and raise."""
+        waited = 0.0
+        while not self._feed.put(item, self._POLL):
+            waited += self._POLL
+            if not self._thread.is_alive():
+                return False
+            if waited >= self._timeout:
+                self.abort()
+                raise ToolError(f"gpg took no data for {self._timeout} seconds and was stopped")
+        return True
+
+    def _end(self) -> tuple[_Run, _Sink]:
+        """The end of the data; gpg's run once it has finished."""
+        if self._done:
+            raise AlreadyFinalized(type(self).__name__)
+        self._put(None)
+        self._done = True
+        self._thread.join(self._timeout)
+        if self._thread.is_alive():
+            self._watchdog.kill()
+            self._thread.join()
+            raise ToolError(f"gpg did not finish within {self._timeout} seconds")
+        outcome = self._outcome[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def abort(self) -> None:
+        """Stop gpg; its outcome is dropped. (Nothing to do once it has ended.)"""
+        if self._thread.is_alive():
+            self._done = True
+            self._watchdog.kill()
+            while self._thread.is_alive() and not self._feed.put(None, self._POLL):
+                pass
+            self._thread.join()
+        self._done = True
+
+
+class SignatureStream(_FedGpg):
     """A detached signature gpg makes while the data is written
     (:meth:`GnuPG.sign_detached_stream`): :meth:`write` the data, then :meth:`finish`;
     or :meth:`abort`, which stops gpg and makes no signature."""
-
-    _POLL = 0.25  # seconds between checks that gpg is still running, while it takes no data
 
     def __init__(
         self,
@@ -994,57 +1056,24 @@ class SignatureStream:
     ) -> None:
         self.micalg = micalg
         """The ``micalg`` of the signature to come (RFC 3156 5), as the trial one had."""
-        self._engine = engine
         self._key, self._name, self._secret = key, name, secret
-        self._timeout = engine.timeout
-        self._feed = _Feed()
-        self._watchdog = _Watchdog(None)
-        self._outcome: list[tuple[_Run, _Sink] | BaseException] = []
-        self._done = False
-        self._thread = threading.Thread(
-            target=_run_fed,
-            args=(engine, args, self._feed, secret, self._watchdog, self._outcome),
-            name="securemail-gpg-signer",
-            daemon=True,
-        )
-        self._thread.start()
+        super().__init__(engine, args, secret, "securemail-gpg-signer")
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._done:
             raise AlreadyFinalized(type(self).__name__)
-        if data:
-            self._put(bytes(data))
+        if data and not self._put(bytes(data)):
+            self._done = True
+            self._signature()  # gpg's own error, if it gave one
+            raise ToolError("gpg stopped reading the data to sign")
         return len(data)
-
-    def _put(self, item: bytes | None) -> None:
-        """Hand ``item`` to gpg; if gpg ends or stops taking data, stop it and raise."""
-        waited = 0.0
-        while not self._feed.put(item, self._POLL):
-            waited += self._POLL
-            if not self._thread.is_alive():  # gpg ended early: its own error, if any
-                self._done = True
-                self._result()
-                raise ToolError("gpg stopped reading the data to sign")
-            if waited >= self._timeout:
-                self.abort()
-                raise ToolError(
-                    f"gpg took no data to sign for {self._timeout} seconds and was stopped"
-                )
 
     def finish(self) -> DetachedSignature:
         """The end of the data: gpg's signature over all of it."""
-        if self._done:
-            raise AlreadyFinalized(type(self).__name__)
-        self._put(None)
-        self._done = True
-        self._thread.join(self._timeout)
-        if self._thread.is_alive():
-            self._watchdog.kill()
-            self._thread.join()
-            raise ToolError(f"gpg did not finish signing within {self._timeout} seconds")
-        return self._result()
+        self._end()
+        return self._signature()
 
-    def _result(self) -> DetachedSignature:
+    def _signature(self) -> DetachedSignature:
         self._thread.join()
         outcome = self._outcome[0]
         if isinstance(outcome, BaseException):
@@ -1052,15 +1081,39 @@ class SignatureStream:
         run, sink = outcome
         return self._engine._detached(run, sink, self._key, self._name, self._secret)
 
+
+class VerificationStream(_FedGpg):
+    """gpg checking a detached signature over data written while it runs
+    (:meth:`GnuPG.verify_detached_stream`): :meth:`write` the data, then :meth:`finish`
+    for the verdict. A gpg that stops reading early (an unreadable signature) gets no
+    more; its verdict says why."""
+
+    def __init__(
+        self, engine: GnuPG, args: list[str], path: Path, *, allow_weak_digest: bool
+    ) -> None:
+        self._path = path
+        self._allow_weak = allow_weak_digest
+        self._gone = False
+        super().__init__(engine, args, None, "securemail-gpg-verifier")
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._done:
+            raise AlreadyFinalized(type(self).__name__)
+        if data and not self._gone:
+            self._gone = not self._put(bytes(data))
+        return len(data)
+
+    def finish(self) -> Verification:
+        try:
+            run, _ = self._end()
+        finally:
+            self._path.unlink(missing_ok=True)
+        clean = run.returncode == 0 and not run.failures() and not run.input_error
+        return self._engine._verification(run, clean=clean, allow_weak=self._allow_weak)
+
     def abort(self) -> None:
-        """Stop gpg; no signature is made. (Nothing to do once finished.)"""
-        if self._thread.is_alive():
-            self._done = True
-            self._watchdog.kill()
-            while self._thread.is_alive() and not self._feed.put(None, self._POLL):
-                pass
-            self._thread.join()
-        self._done = True
+        super().abort()
+        self._path.unlink(missing_ok=True)
 
 
 def _run_fed(
@@ -1791,6 +1844,18 @@ class GnuPG:
             path.unlink(missing_ok=True)
         clean = run.returncode == 0 and not run.failures() and not run.input_error
         return self._verification(run, clean=clean, allow_weak=allow_weak_digest)
+
+    def verify_detached_stream(
+        self, signature: bytes, *, allow_weak_digest: bool = False
+    ) -> VerificationStream:
+        """:meth:`verify_detached` over data written to the returned stream while gpg
+        runs, for data too large to hold: ``write`` it, then ``finish()`` for the verdict.
+        The engine runs nothing else until the stream is finished or aborted."""
+        path = self._scratch / f"signature-{next(self._serial)}.sig"
+        path.write_bytes(bytes(signature))
+        return VerificationStream(
+            self, ["--verify", str(path), "-"], path, allow_weak_digest=allow_weak_digest
+        )
 
     def verify_inline(
         self,

@@ -449,6 +449,15 @@ def _matches_from(emails: Sequence[str], sender: str | None) -> bool:
     return sender is not None and sender.casefold() in (e.casefold() for e in emails)
 
 
+def streamed_signature_result(
+    verification: Verification, header: bytes, policy: Policy, protected: tuple[str, ...]
+) -> VerifyResult:
+    """:func:`_result` for a message that was streamed to its reader: the signer is
+    checked against the From of ``header`` (the restored header section), and the result
+    holds no data."""
+    return dataclasses.replace(_result(verification, header, policy, protected), data=None)
+
+
 def _result(
     verification: Verification,
     data: bytes,

@@ -9,6 +9,7 @@ import re
 from .. import payload, wire
 from ..errors import MalformedMessageError
 from ..legacydisplay import first_part_holds_all, strip_first_part
+from ..results import VerifyResult
 from .base import Sink, Source
 from .encoding import CrlfWriter
 
@@ -49,10 +50,11 @@ class StreamDecryptResult:
     protected_headers: tuple[str, ...]
     size: int
     """Plaintext bytes of the decrypted entity."""
-    unchecked_signature: bool = False
-    """The encrypted data also carried an OpenPGP signature (signed and encrypted in one
-    message, as ``gpg --sign --encrypt`` writes): streaming decryption does not check it,
-    so it counts for nothing; :func:`securemail.pgp.decrypt` checks it in memory."""
+    signature: VerifyResult | None = None
+    """The check of an OpenPGP signature made with the encryption (signed and encrypted in
+    one message, as ``gpg --sign --encrypt`` writes it), as :func:`securemail.pgp.decrypt`
+    reports it; its ``data`` is None (the message went to the sink). A multipart/signed
+    inside is not checked here: it comes out as it is, for ``verify``."""
 
 
 class PrefixedSource:
@@ -136,6 +138,8 @@ class RestoringSink:
         self._inner: wire.RawEntity | None = None
         self._hold: _Hold | None = None
         self.protected: tuple[str, ...] = ()
+        self.header = b""
+        """The header section written over the body (after restoration)."""
         self.done = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -174,6 +178,7 @@ class RestoringSink:
                 self._body = CrlfWriter(self._body)
         restored = payload.restore_header(self._outer, inner)
         self.protected = restored.protected_headers
+        self.header = restored.data
         if self._hold is None:
             self._sink.write(restored.data)
         self._body.write(rest)

@@ -572,6 +572,7 @@ def decrypt_stream(
     spool_dir: str | os.PathLike[str] | None = None,
     max_output: int = DEFAULT.max_stream_size,
     threaded: bool = True,
+    also: Callable[[bytes], Sink | None] | None = None,
 ) -> OpenPGPDecryptResult:
     """Decrypt the OpenPGP message in ``source`` (armored or binary) into ``sink``.
 
@@ -592,7 +593,9 @@ def decrypt_stream(
     :class:`~securemail.errors.WrongPasswordError`, ...).
 
     ``threaded=False`` keeps the decryption in the caller's thread (by default a worker
-    thread decrypts a few blocks ahead).
+    thread decrypts a few blocks ahead). ``also``, given the signature packets once the
+    checks have passed, may return a second sink that receives the plaintext too (a
+    verifier of the signature: the literal data is what it covers).
     """
     if max_output <= 0:
         raise InputError("max_output must be positive")
@@ -615,6 +618,8 @@ def decrypt_stream(
             raise UnsupportedAlgorithmError(content.unsupported, "OpenPGP decryption")
         if not well_formed or content.literals != 1:
             raise IntegrityError()
+        if also is not None:
+            sink = _Tee(sink, also(bytes(content.signatures)))
         spool.replay(sink)
     return OpenPGPDecryptResult(
         size=content.size,
@@ -625,6 +630,19 @@ def decrypt_stream(
         filename=content.filename,
         signature_packets=bytes(content.signatures),
     )
+
+
+class _Tee:
+    """Writes to two sinks (the second may be None: to one)."""
+
+    def __init__(self, first: Sink, second: Sink | None) -> None:
+        self._first, self._second = first, second
+
+    def write(self, data: Data) -> int:
+        self._first.write(data)
+        if self._second is not None:
+            self._second.write(data)
+        return len(data)
 
 
 def _read(source: Source, message: _Message) -> None:

@@ -20,8 +20,9 @@ recipes: a multipart/signed inside the encryption, RFC 3156 6.1, as
 :func:`securemail.pgp.encrypt` writes it). The secret key stays in gpg, so gpg makes the
 signature: the signed part is fed to ``gpg --detach-sign`` while it is written
 (:class:`SignatureWriter`), and the signature part follows it. The key and passphrase are
-tried before the first byte is written. An OpenPGP signature *inside* the encrypted data
-(``gpg --sign --encrypt``'s combined form) is reported by :func:`decrypt_stream`, not checked.
+tried before the first byte is written. An OpenPGP signature made *with* the encryption
+(``gpg --sign --encrypt``'s combined form) is checked by gpg as :func:`decrypt_stream`
+releases the plaintext, and its verdict returned.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from types import TracebackType
 
 from .. import payload, wire
 from ..errors import EmbeddedCiphertextError, InputError, MalformedMessageError, ToolError
-from ..pgp.gpg import GnuPG, KeyInfo, Passphrase, SignatureStream, check_passphrase
+from ..pgp.gpg import (
+    GnuPG,
+    KeyInfo,
+    Passphrase,
+    SignatureStream,
+    VerificationStream,
+    check_passphrase,
+)
 from ..pgp.mime import (
     SIGNED_PREAMBLE,
     KeySource,
@@ -48,6 +56,7 @@ from ..pgp.mime import (
     signed_content_type,
     signing_key,
     split_blind,
+    streamed_signature_result,
 )
 from ..policy import DEFAULT, Policy
 from .base import CHUNK, Data, Sink, Source, Writer
@@ -500,23 +509,46 @@ def decrypt_stream(
         )
     data: Source = Base64Source(part) if encoding == "base64" else part
     restorer = RestoringSink(sink, outer.raw)
+    verifiers: list[VerificationStream] = []
     with open_engine(gnupg, keys, policy) as (engine, _):
-        opened = decrypt_openpgp(
-            data,
-            restorer,
-            session_key=lambda packets: engine.session_key(packets, passphrase),
-            spool_dir=spool_dir,
-            max_output=policy.max_stream_size,
-        )
-        restorer.close()
+
+        def verifier(signature: bytes) -> VerificationStream | None:
+            """gpg checking the signature made with the encryption, if there is one: it
+            reads the literal data as the sink does (after the MDC verified)."""
+            if not signature:
+                return None
+            allow_weak = policy.allow_weak_algorithms
+            stream = engine.verify_detached_stream(signature, allow_weak_digest=allow_weak)
+            verifiers.append(stream)
+            return stream
+
+        try:
+            opened = decrypt_openpgp(
+                data,
+                restorer,
+                session_key=lambda packets: engine.session_key(packets, passphrase),
+                spool_dir=spool_dir,
+                max_output=policy.max_stream_size,
+                also=verifier,
+            )
+            restorer.close()
+            verification = verifiers[0].finish() if verifiers else None
+        finally:
+            for started in verifiers:
+                started.abort()  # (nothing to stop once finished)
         recipient = _recipient(engine, opened.recipients)
+    signature = None
+    if verification is not None:
+        signature = streamed_signature_result(
+            verification, restorer.header, policy, restorer.protected
+        )
     return StreamDecryptResult(
         authenticated=True,  # the MDC verified, or nothing was written
         content_cipher=f"openpgp-{opened.cipher}-mdc",
         recipient=recipient,
         protected_headers=restorer.protected,
         size=opened.size,
-        unchecked_signature=opened.signed,
+        signature=signature,
     )
 
 

@@ -76,6 +76,7 @@ from securemail.errors import (
 )
 from securemail.pgp.gpg import GnuPG
 from securemail.policy import DEFAULT
+from securemail.results import DecryptResult, SignatureStatus
 from securemail.stream import pgp as streaming
 from securemail.stream.base import Data, Sink, Source
 from securemail.stream.message import LEGACY_DISPLAY_LIMIT, StreamDecryptResult
@@ -566,7 +567,7 @@ def test_encrypt_with_streamed_files_round_trips(
         assert result.protected_headers == ours.protected_headers
         assert result.recipient == person.fingerprint
         assert result.size == len(entity)
-        assert not result.unchecked_signature
+        assert result.signature is None
         assert list(tmp_path.iterdir()) == []
 
 
@@ -1320,26 +1321,58 @@ def test_a_few_bytes_per_read(keyset: KeySet, tmp_path: Path, lf: bool) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_signed_and_encrypted_by_gpg(keyset: KeySet, cli: GpgCli, tmp_path: Path) -> None:
-    """``gpg --sign --encrypt``: the plaintext is released, and the result says that a
-    signature came with it and was not checked."""
+def signed_by_gpg(cli: GpgCli, signer: PgpKey, to: PgpKey, *extra: str) -> bytes:
     armored = gpg_message(
-        cli,
-        "--sign",
-        "--local-user",
-        keyset.alice.fingerprint,
-        "--armor",
-        "--encrypt",
-        "-r",
-        keyset.bob.fingerprint,
-    )
-    data = pgp_mime_encrypted(armored)
+        cli, "--sign", "--local-user", signer.fingerprint, *extra, "--armor", "--encrypt",
+        "-r", to.fingerprint,
+    )  # fmt: skip
+    return pgp_mime_encrypted(armored)
+
+
+@pytest.mark.parametrize("extra", [(), ("--textmode",), ("-z", "6")], ids=repr)
+def test_signed_and_encrypted_by_gpg(
+    keyset: KeySet, cli: GpgCli, tmp_path: Path, extra: tuple[str, ...]
+) -> None:
+    """``gpg --sign --encrypt`` (binary or text signature, compressed or not): the
+    plaintext is released, and the signature made with the encryption is checked by gpg
+    over the literal data as it streams by, with the verdict the in-memory reader gives."""
+    data = signed_by_gpg(cli, keyset.alice, keyset.bob, *extra)
     in_memory = pgp.decrypt(data, keys=[keyset.bob.secret, keyset.alice.public])
     assert in_memory.signature is not None and in_memory.signature.verified
-    released, result = stream_decrypt(data, keyset.bob, spool_dir=tmp_path)
-    assert released == in_memory.data
-    assert result.unchecked_signature
+    out = io.BytesIO()
+    result = streaming.decrypt_stream(
+        io.BytesIO(data), out, keys=[keyset.bob.secret, keyset.alice.public], spool_dir=tmp_path
+    )
+    assert out.getvalue() == in_memory.data
     assert result.authenticated
+    assert result.signature is not None and result.signature.verified, result.signature
+    assert result.signature.signer == "alice@example.org"
+    assert result.signature.fingerprint == keyset.alice.fingerprint
+    assert result.signature.data is None
+    assert not workers()
+
+
+def test_signature_made_with_the_encryption_failures(
+    keyset: KeySet, cli: GpgCli, tmp_path: Path
+) -> None:
+    """An unknown signer is not checked; a signer who is not the From address fails; both
+    as in memory, the plaintext released either way (it passed the MDC)."""
+    unknown = signed_by_gpg(cli, keyset.alice, keyset.bob)
+    mismatch = signed_by_gpg(cli, keyset.carol, keyset.bob)  # From: alice
+    for data, keys, status in (
+        (unknown, [keyset.bob.secret], SignatureStatus.NOT_CHECKED),
+        (mismatch, [keyset.bob.secret, keyset.carol.public], SignatureStatus.FAILED),
+    ):
+        in_memory = pgp.decrypt(data, keys=keys)
+        assert in_memory.signature is not None
+        out = io.BytesIO()
+        result = streaming.decrypt_stream(io.BytesIO(data), out, keys=keys, spool_dir=tmp_path)
+        assert out.getvalue() == in_memory.data
+        assert result.signature is not None
+        assert result.signature.status == in_memory.signature.status == status
+        assert result.signature.reason == in_memory.signature.reason
+        assert result.signature.fingerprint == in_memory.signature.fingerprint
+    assert not workers()
 
 
 def test_mbox_separator_line(keyset: KeySet, to_bob: Reference, tmp_path: Path) -> None:
@@ -1435,12 +1468,12 @@ def test_corpus_message_reads_as_in_memory(
     engine = corpus_engines.get(case.keys)
     passphrase = KEYSETS[case.keys].passphrase
     try:
-        expected: bytes | None = pgp.decrypt(data, gnupg=engine, passphrase=passphrase).data
+        in_memory: DecryptResult | None = pgp.decrypt(data, gnupg=engine, passphrase=passphrase)
     except SecureMailError:
-        expected = None
+        in_memory = None
     sink = RecordingSink()
     try:
-        streaming.decrypt_stream(
+        result = streaming.decrypt_stream(
             io.BytesIO(data), sink, gnupg=engine, passphrase=passphrase, spool_dir=tmp_path
         )
     except SecureMailError:
@@ -1448,8 +1481,18 @@ def test_corpus_message_reads_as_in_memory(
         return
     finally:
         assert list(tmp_path.iterdir()) == []
-    assert expected is not None, "decrypt_stream released what securemail.pgp.decrypt refuses"
-    assert canonical(sink.data) == canonical(expected)
+    assert in_memory is not None, "decrypt_stream released what securemail.pgp.decrypt refuses"
+    assert canonical(sink.data) == canonical(in_memory.data)
+    # A signature made with the encryption: the same verdict, for the same reason.
+    ours, theirs = result.signature, in_memory.signature
+    assert (ours is None) == (theirs is None)
+    if ours is not None and theirs is not None:
+        assert (ours.status, ours.reason, ours.signer, ours.fingerprint) == (
+            theirs.status,
+            theirs.reason,
+            theirs.signer,
+            theirs.fingerprint,
+        )
 
 
 def test_thunderbird_message_with_data_after_the_deflate_stream(

@@ -14,6 +14,7 @@ encrypt_stream with a signer): gpg signs the part while it is written.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import os
@@ -24,7 +25,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pgp.keys import PASSPHRASE, GpgCli, KeySet, multipart_parts, part_body, shared_keyset
+from pgp.keys import (
+    PASSPHRASE,
+    GpgCli,
+    KeySet,
+    multipart_parts,
+    part_body,
+    pgp_mime_encrypted,
+    shared_keyset,
+)
 
 from securemail import pgp
 from securemail.cliio import STREAM_THRESHOLD
@@ -433,3 +442,36 @@ def test_cli_wrong_passphrase_is_one_line_and_no_output(keyset: KeySet, workdir:
     assert done.returncode != 0 and "Traceback" not in stderr
     assert len(stderr.splitlines()) == 1 and stderr.startswith("securemail: error: "), stderr
     assert not (workdir / "out.eml").exists()
+
+
+def test_cli_checks_a_signature_made_with_the_encryption(
+    keyset: KeySet, workdir: Path, gpg_bin: str, tmp_path: Path
+) -> None:
+    """A large ``gpg --sign --encrypt`` message streams through ``decrypt --pgp``, which
+    reports gpg's verdict on the signature as the in-memory path does."""
+    alice = GpgCli(gpg_bin, tmp_path / "alice-home").add(keyset.alice.secret, keyset.bob.public)
+    try:
+        entity = (
+            b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(noise(BIG, 22)).replace(b"\n", b"\r\n")
+        )
+        armored = alice.run(
+            "--sign", "--local-user", keyset.alice.fingerprint, "--armor", "--encrypt",
+            "-r", keyset.bob.fingerprint, stdin=entity,
+        ).stdout  # fmt: skip
+    finally:
+        alice.stop()
+    (workdir / "combined.eml").write_bytes(pgp_mime_encrypted(armored))
+    done = securemail(
+        workdir, f"{DECRYPT} --signer-key alice.pub.asc -i combined.eml -o combined.out"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode().startswith("securemail: verified: signed by alice@example.org")
+    assert split_body(workdir / "combined.out") == entity.partition(b"\r\n\r\n")[2]
+    done = securemail(workdir, f"{DECRYPT} -i combined.eml -o unchecked.out")
+    assert done.returncode == 0, done.stderr
+    assert "signature NOT verified (not-checked)" in done.stderr.decode()
+
+
+def split_body(path: Path) -> bytes:
+    return path.read_bytes().partition(b"\r\n\r\n")[2]
