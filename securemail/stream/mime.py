@@ -60,7 +60,7 @@ def copy_into(writer: Sink, source: Source, *, chunk: int = 16 * CHUNK) -> int:
         count = source.readinto(buffer)
         if not count:
             return total
-        writer.write(view[:count])
+        writer.write(buffer if count == chunk else view[:count])  # (a layer may search it)
         total += count
 
 
@@ -139,17 +139,27 @@ class _DelimiterGuard:
     def write(self, data: Data) -> int:
         view = memoryview(data).cast("B")
         keep = len(self._boundary) - 1
-        for start in range(0, len(view), CHUNK):
-            # Searched in copies of CHUNK bytes: small enough to come from the allocator's
-            # free lists, where a copy of the whole write would fault in fresh pages.
-            piece = bytes(view[start : start + CHUNK])
-            if self._boundary in self._tail + piece[:keep] or self._boundary in piece:
-                raise MalformedMessageError(
-                    "an attachment holds the multipart boundary; send it base64-encoded"
-                )
-            self._tail = (self._tail + piece[-keep:])[-keep:]
+        if isinstance(data, bytes | bytearray):  # searched where it is
+            self._check(data[:keep], data)
+        else:
+            for start in range(0, len(view), CHUNK):
+                # Searched in copies of CHUNK bytes: small enough to come from the
+                # allocator's free lists, where a copy of the whole write would fault in
+                # fresh pages.
+                piece = bytes(view[start : start + CHUNK])
+                self._check(piece[:keep], piece)
         self._inner.write(view)
         return len(view)
+
+    def _check(self, head: bytes | bytearray, piece: bytes | bytearray) -> None:
+        """Refuse ``piece`` if it holds the boundary, or if its ``head`` completes one that
+        the bytes before it began."""
+        if self._boundary in self._tail + head or self._boundary in piece:
+            raise MalformedMessageError(
+                "an attachment holds the multipart boundary; send it base64-encoded"
+            )
+        keep = len(self._boundary) - 1
+        self._tail = (self._tail + piece[-keep:])[-keep:]
 
 
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")

@@ -315,6 +315,37 @@ def test_boundary_inside_a_binary_part_is_refused(where: int, before: bytes) -> 
     assert "boundary" in str(caught.value)
 
 
+READ = 16 * CHUNK
+"""What ``copy_into`` reads at a time: a whole read reaches the guard as the buffer itself."""
+
+
+@pytest.mark.parametrize(
+    "where",
+    [100, READ - len(BOUNDARY) // 2, READ - len(BOUNDARY), READ, 2 * READ - 3],
+    ids=lambda w: f"at-{w}",
+)
+def test_boundary_in_whole_reads_is_refused(where: int) -> None:
+    """In a file larger than one read, inside a read or straddling two."""
+    data = _placed(3 * READ + 11, where, BOUNDARY.encode())
+    parts = MultipartWriter(io.BytesIO(), BOUNDARY)
+    with pytest.raises(MalformedMessageError, match="boundary"):
+        parts.add_attachment(StreamedAttachment(io.BytesIO(data), filename="x.bin"), binary=True)
+
+
+def test_large_file_without_the_boundary_passes_unchanged() -> None:
+    """Near misses at the borders of whole reads: nothing refused, nothing changed."""
+    data = bytearray(_placed(3 * READ + 11, 5, b""))
+    for border in (READ, 2 * READ):
+        near = b"\r\n--" + BOUNDARY[:-1].encode()
+        data[border - len(near) // 2 : border - len(near) // 2 + len(near)] = near
+    sink = io.BytesIO()
+    parts = MultipartWriter(sink, BOUNDARY)
+    parts.add_attachment(StreamedAttachment(io.BytesIO(bytes(data)), filename="x.bin"), binary=True)
+    parts.finalize()
+    body = sink.getvalue().split(b"\r\n\r\n", 1)[1]
+    assert body == bytes(data) + b"\r\n--" + BOUNDARY.encode() + b"--\r\n"
+
+
 @pytest.mark.parametrize("read", [1, 7, CHUNK - 1, 3 * CHUNK])
 def test_boundary_split_across_reads_is_refused(read: int) -> None:
     """Delivered by a source in pieces of ``read`` bytes, the boundary straddles them."""
