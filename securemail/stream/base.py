@@ -83,5 +83,11 @@ class Writer:
     ) -> None:
         # On an error the stream is abandoned, not completed: a tail (tag, signature)
         # written after a failure would make a truncated message look whole.
-        if exc_type is None and not self._finalized:
+        if exc_type is not None:
+            self._abandon()
+        elif not self._finalized:
             self.finalize()
+
+    def _abandon(self) -> None:
+        """Release what this layer holds (a worker thread, a gpg process) when the stream
+        is abandoned after an error; nothing by default."""

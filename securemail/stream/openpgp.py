@@ -40,7 +40,6 @@ import queue
 import threading
 import weakref
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -355,14 +354,5 @@ class OpenPGPEncryptWriter(Writer):
             self._worker.join()
             self._worker = None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            super().__exit__(exc_type, exc, traceback)
-        finally:
-            if exc_type is not None:
-                self._shutdown()
+    def _abandon(self) -> None:
+        self._shutdown()

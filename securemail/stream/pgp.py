@@ -32,7 +32,6 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
 
 from .. import payload, wire
 from ..errors import EmbeddedCiphertextError, InputError, MalformedMessageError, ToolError
@@ -148,16 +147,8 @@ class SignatureWriter(Writer):
             + wire.CRLF
         )
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            super().__exit__(exc_type, exc, traceback)
-        finally:
-            self._signature.abort()  # (nothing to stop once finished)
+    def _abandon(self) -> None:
+        self._signature.abort()
 
 
 @contextlib.contextmanager

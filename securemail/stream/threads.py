@@ -260,17 +260,8 @@ class ThreadedWriter(Writer):
     def _finish(self) -> None:
         self._background.close()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            super().__exit__(exc_type, exc, traceback)
-        finally:
-            if exc_type is not None:
-                self._background.abandon()
+    def _abandon(self) -> None:
+        self._background.abandon()
 
 
 class DirectBlocks:
