@@ -23,6 +23,7 @@ from securemail import payload, wire
 from securemail.compose import MessageBuilder
 from securemail.policy import DEFAULT
 from securemail.stream.message import RestoringSink
+from stream.helpers import RecordingSink
 
 VECTORS = "autocrypt-protected-headers/vectors"
 LEGACY = [
@@ -39,19 +40,6 @@ PADDING = (
     b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
     b"Content-Disposition: attachment; filename=pad.bin\r\n\r\n" + b"QUJD" * 19 + b"\r\n"
 ) + b"QUJD" * 19 * 400
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.writes.append(bytes(data))
-        return len(data)
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.writes)
 
 
 def outer() -> wire.RawEntity:

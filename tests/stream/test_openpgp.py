@@ -24,7 +24,6 @@ not check itself.
 from __future__ import annotations
 
 import base64
-import contextlib
 import gc
 import hashlib
 import io
@@ -33,8 +32,7 @@ import random
 import re
 import threading
 import time
-import tracemalloc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +74,8 @@ from securemail.stream.openpgp_packets import (
     partial_length,
     split_packets,
 )
+from stream.helpers import DiscardingSink, MiB, RecordingSink, open_fds, traced_peak, workers
 
-MiB = 1024 * 1024
 SIZES = [0, 1, 511, 512, 513, BLOCK - 7, BLOCK - 6, BLOCK, 2 * BLOCK - 6, 3 * MiB + 7]
 """Around the framing's edges: 512 (the least first partial length), 64 KiB parts (the
 first one holds 6 octets of literal data header, so BLOCK - 6 fills it exactly)."""
@@ -143,28 +141,6 @@ def keys(engine: GnuPG, keyset: KeySet) -> dict[str, list[RecipientKey]]:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-class RecordingSink:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: Data) -> int:
-        self.writes.append(bytes(data))
-        return len(data)
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.writes)
-
-
-class DiscardingSink:
-    def __init__(self) -> None:
-        self.size = 0
-
-    def write(self, data: Data) -> int:
-        self.size += len(data)
-        return len(data)
-
-
 class TrickleSource:
     """Hands out ``data`` a few bytes at a time (1 to ``most``), to cross every boundary."""
 
@@ -201,13 +177,9 @@ def encrypt(
     return sink.getvalue()
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def workers() -> list[threading.Thread]:
+def openpgp_workers() -> list[threading.Thread]:
     """The OpenPGP streams' worker threads still running."""
-    return [t for t in threading.enumerate() if t.name.startswith("securemail-openpgp")]
+    return workers("securemail-openpgp")
 
 
 def decrypt(
@@ -249,7 +221,7 @@ def refused(
     assert sink.writes == [], "something was written to the sink"
     assert list(spool.iterdir()) == []
     assert open_fds() == before, "the spool file was left open"
-    assert not workers(), "a worker thread was left running"
+    assert not openpgp_workers(), "a worker thread was left running"
     return caught.value
 
 
@@ -999,31 +971,22 @@ def test_abandoned_writer_writes_no_tail(keys: dict[str, list[RecipientKey]]) ->
         writer.write(pattern(10 * BLOCK))
         raise RuntimeError("the attachment could not be read")
     assert b"-----END" not in sink.getvalue()
-    assert not workers(), "the worker thread was left running"
+    assert not openpgp_workers(), "the worker thread was left running"
     # Dropped without finalize() or a with block: the worker stops when it is collected.
     dropped = OpenPGPEncryptWriter.for_recipients(ArmorWriter(io.BytesIO()), keys["alice"])
     dropped.write(pattern(10 * BLOCK))
-    assert workers()
+    assert openpgp_workers()
     del dropped
     gc.collect()
-    for thread in workers():
+    for thread in openpgp_workers():
         thread.join(timeout=10)
-    assert not workers()
+    assert not openpgp_workers()
 
 
 # --- bounded memory -------------------------------------------------------------------------------
 
 STREAMED = 256 * MiB
 PEAK_LIMIT = 16 * MiB
-
-
-@contextlib.contextmanager
-def traced_peak() -> Iterator[Callable[[], int]]:
-    tracemalloc.start()
-    try:
-        yield lambda: tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 class EncryptingSource:

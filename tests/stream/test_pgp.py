@@ -23,22 +23,17 @@ check itself.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
-import fcntl
 import hashlib
 import io
-import os
 import random
 import re
 import shlex
 import subprocess
 import sys
-import threading
-import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from email.message import EmailMessage
 from pathlib import Path
@@ -78,13 +73,24 @@ from securemail.pgp.gpg import GnuPG
 from securemail.policy import DEFAULT
 from securemail.results import DecryptResult, SignatureStatus
 from securemail.stream import pgp as streaming
-from securemail.stream.base import Data, Sink, Source
+from securemail.stream.base import Sink, Source
 from securemail.stream.message import LEGACY_DISPLAY_LIMIT, StreamDecryptResult
 from securemail.stream.mime import StreamedAttachment, write_message
 from securemail.stream.openpgp import OpenPGPEncryptWriter
 from securemail.stream.openpgp_keys import recipient_keys
+from stream.helpers import (
+    DiscardingSink,
+    FailingSource,
+    MiB,
+    PatternSource,
+    RecordingSink,
+    decrypted_from_pipe,
+    noise,
+    open_fds,
+    traced_peak,
+    workers,
+)
 
-MiB = 1024 * 1024
 SUBJECT = "Quartalsbericht: Grüße aus Köln"
 TEXT = "The figures are attached.\nZweite Zeile: déjà vu.\n"
 SENDER, TO = "alice@example.org", "bob@example.org"
@@ -134,56 +140,6 @@ def gpg_for(
 # --- sinks and sources ----------------------------------------------------------------------------
 
 
-class RecordingSink:
-    """Keeps a copy of every write, so a test can tell whether anything was released."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: Data) -> int:
-        self.writes.append(bytes(data))
-        return len(data)
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.writes)
-
-
-class DiscardingSink:
-    def __init__(self) -> None:
-        self.size = 0
-
-    def write(self, data: Data) -> int:
-        self.size += len(data)
-        return len(data)
-
-
-def noise(size: int, seed: int) -> bytes:
-    """``size`` reproducible pseudo-random bytes (test data, not keys)."""
-    return random.Random(seed).randbytes(size)  # noqa: S311
-
-
-class PatternSource:
-    """``size`` pseudo-random bytes made as they are read (a 1 MiB block and an odd
-    remainder, repeated), never the whole in memory."""
-
-    def __init__(self, size: int, *, seed: int = 4) -> None:
-        self._block = memoryview(noise(MiB + 4093, seed))
-        self._position = 0
-        self.remaining = size
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = min(len(buffer), self.remaining)
-        done = 0
-        while done < count:
-            take = min(count - done, len(self._block) - self._position)
-            buffer[done : done + take] = self._block[self._position : self._position + take]
-            done += take
-            self._position = (self._position + take) % len(self._block)
-        self.remaining -= count
-        return count
-
-
 class TrickleSource:
     """``data`` handed out 1 to ``most`` bytes per read, as a slow socket does."""
 
@@ -196,19 +152,6 @@ class TrickleSource:
         count = min(len(buffer), len(self._data), self._random.randint(1, self._most))
         buffer[:count] = self._data[:count]
         self._data = self._data[count:]
-        return count
-
-
-class FailingSource:
-    """``good`` bytes, then an OSError (a disk going away halfway through a file)."""
-
-    def __init__(self, good: int) -> None:
-        self._pattern = PatternSource(good)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = self._pattern.readinto(buffer)
-        if not count:
-            raise OSError("the attachment's disk went away")
         return count
 
 
@@ -348,14 +291,6 @@ def stream_decrypt(
         source if source is not None else io.BytesIO(data), sink, keys=[reader.secret], **options
     )
     return sink.data, result
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def workers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("securemail-")]
 
 
 def refused(
@@ -1517,16 +1452,6 @@ STREAMED_SIZE = 256 * MiB
 PEAK_LIMIT = 24 * MiB
 
 
-@contextlib.contextmanager
-def traced_peak() -> Iterator[Callable[[], int]]:
-    """The peak of memory allocated through Python while the block runs."""
-    tracemalloc.start()
-    try:
-        yield lambda: tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def big_message_stream(keyset: KeySet, sink: Sink) -> None:
     attachment = StreamedAttachment(PatternSource(STREAMED_SIZE), filename="disk.img")
     streaming.encrypt(sink, builder().build(), keys=[keyset.alice.public], attachments=[attachment])
@@ -1546,31 +1471,14 @@ def test_encrypt_256_mib_in_bounded_memory(keyset: KeySet) -> None:
 def test_decrypt_256_mib_in_bounded_memory(keyset: KeySet, tmp_path: Path) -> None:
     """Encrypted in a thread into a pipe, decrypted from it: no message file on disk, only
     the (encrypted) spool. The peak covers both sides at once."""
-    read_end, write_end = os.pipe()
-    with contextlib.suppress(OSError):  # a larger pipe only makes it faster
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, MiB)
-    failures: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with open(write_end, "wb", buffering=0) as pipe:
-                big_message_stream(keyset, pipe)
-        except BaseException as exc:  # reported in the test's thread
-            failures.append(exc)
-
     sink = DiscardingSink()
-    with traced_peak() as peak, open(read_end, "rb", buffering=0) as source:
-        producer = threading.Thread(target=produce)
-        producer.start()
-        try:
-            result = streaming.decrypt_stream(
+    with traced_peak() as peak:
+        result = decrypted_from_pipe(
+            lambda pipe: big_message_stream(keyset, pipe),
+            lambda source: streaming.decrypt_stream(
                 source, sink, keys=[keyset.alice.secret], spool_dir=tmp_path
-            )
-        finally:
-            source.close()
-            producer.join()
-            if failures:
-                raise AssertionError("the encrypting thread failed") from failures[0]
+            ),
+        )
         highest = peak()
     assert result.authenticated
     assert result.size > STREAMED_SIZE * 4 // 3

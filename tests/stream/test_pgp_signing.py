@@ -19,7 +19,6 @@ import contextlib
 import io
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,18 +42,8 @@ from securemail.pgp.gpg import GnuPG
 from securemail.policy import DEFAULT, DigestAlgorithm
 from securemail.stream import pgp as streaming
 from securemail.stream.mime import StreamedAttachment
-from stream.test_pgp import (
-    BIG,
-    PEAK_LIMIT,
-    DiscardingSink,
-    MiB,
-    PatternSource,
-    noise,
-    parse,
-    pipeline,
-    securemail,
-    traced_peak,
-)
+from stream.helpers import DiscardingSink, MiB, PatternSource, noise, traced_peak, workers
+from stream.test_pgp import BIG, PEAK_LIMIT, parse, pipeline, securemail
 
 SENDER, TO = "alice@example.org", "bob@example.org"
 FILE = bytes(range(256)) * 4000 + b"the end"  # 1 MB: several blocks of every layer
@@ -98,10 +87,6 @@ def gpg_verify(cli: GpgCli, signed: bytes, tmp_path: Path) -> list[str]:
 def good_by(lines: list[str], fingerprint: str) -> bool:
     valid = [line.split() for line in lines if line.startswith("[GNUPG:] VALIDSIG ")]
     return any("GOODSIG" in line for line in lines) and any(fingerprint in words for words in valid)
-
-
-def signer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("securemail-")]
 
 
 def gpg_processes(home_marker: str = "sm-gnupg-") -> list[int]:
@@ -270,7 +255,7 @@ def test_wrong_passphrase_writes_nothing(keyset: KeySet, tmp_path: Path) -> None
             passphrase="not the passphrase",
         )
     assert sink.getvalue() == b""
-    assert not signer_threads() and not gpg_processes()
+    assert not workers() and not gpg_processes()
 
 
 @pytest.mark.parametrize("passphrase", ["line\nbreak", b"x\r\ny"], ids=repr)
@@ -320,7 +305,7 @@ def test_8bit_content_is_refused_and_gpg_stopped(keyset: KeySet) -> None:
     )
     with pytest.raises(InputError, match="7-bit"):
         streaming.sign_stream(io.BytesIO(composed), io.BytesIO(), keys=[keyset.alice.secret])
-    assert not signer_threads() and not gpg_processes()
+    assert not workers() and not gpg_processes()
 
 
 class FailingFile:
@@ -344,7 +329,7 @@ def test_failing_attachment_stops_gpg(keyset: KeySet) -> None:
     with pytest.raises(OSError, match="went away"):
         streaming.sign(sink, message().build(), keys=[keyset.alice.secret], attachments=[broken])
     assert b"-----BEGIN PGP SIGNATURE-----" not in sink.getvalue()
-    assert not signer_threads() and not gpg_processes()
+    assert not workers() and not gpg_processes()
 
 
 def test_gpg_that_stops_reading_is_stopped(keyset: KeySet, gpg_bin: str) -> None:
@@ -375,7 +360,7 @@ def test_gpg_that_stops_reading_is_stopped(keyset: KeySet, gpg_bin: str) -> None
             with contextlib.suppress(ProcessLookupError):
                 os.kill(paused[0], signal.SIGCONT)
         stream.abort()
-    assert not signer_threads() and not gpg_processes()
+    assert not workers() and not gpg_processes()
 
 
 # --- bounded memory, and the command line --------------------------------------------------------

@@ -15,19 +15,13 @@ does not check itself.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
-import fcntl
 import hashlib
 import io
-import os
-import random
-import threading
-import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -63,8 +57,18 @@ from securemail.stream.cms import DetachedSignatureWriter, EnvelopeWriter
 from securemail.stream.encoding import Base64Writer, CrlfWriter
 from securemail.stream.message import LEGACY_DISPLAY_LIMIT
 from securemail.stream.mime import MultipartWriter, StreamedAttachment
+from stream.helpers import (
+    DiscardingSink,
+    FailingSource,
+    MiB,
+    PatternSource,
+    RecordingSink,
+    decrypted_from_pipe,
+    noise,
+    open_fds,
+    traced_peak,
+)
 
-MiB = 1024 * 1024
 SUBJECT = "Quartalsbericht: Grüße aus Köln"
 TEXT = "The figures are attached.\nZweite Zeile: déjà vu.\n"
 SENDER, TO = "alice@example.com", ("bob@example.com",)
@@ -121,58 +125,6 @@ def openssl(openssl_bin: str, tmp_path_factory: pytest.TempPathFactory, people: 
 # --- sinks and sources --------------------------------------------------------------------------
 
 
-class RecordingSink:
-    """Keeps a copy of every write, so a test can tell whether anything was released."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.writes.append(bytes(data))
-        return len(data)
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.writes)
-
-
-class DiscardingSink:
-    """Counts what is written and keeps none of it."""
-
-    def __init__(self) -> None:
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        self.size += len(data)
-        return len(data)
-
-
-def noise(size: int, seed: int) -> bytes:
-    """``size`` reproducible pseudo-random bytes (test data, not keys)."""
-    return random.Random(seed).randbytes(size)  # noqa: S311
-
-
-class PatternSource:
-    """``size`` pseudo-random bytes, generated as they are read: one 1 MiB block (plus an
-    odd remainder, so that reads never line up with it) repeated, never the whole."""
-
-    def __init__(self, size: int, *, seed: int = 4) -> None:
-        self._block = memoryview(noise(MiB + 4093, seed))
-        self._position = 0
-        self.remaining = size
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = min(len(buffer), self.remaining)
-        done = 0
-        while done < count:
-            take = min(count - done, len(self._block) - self._position)
-            buffer[done : done + take] = self._block[self._position : self._position + take]
-            done += take
-            self._position = (self._position + take) % len(self._block)
-        self.remaining -= count
-        return count
-
-
 class TrickleSource:
     """``data`` handed out at most ``step`` bytes per read, as a slow socket does."""
 
@@ -182,19 +134,6 @@ class TrickleSource:
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
         return self._data.readinto(memoryview(buffer)[: self._step])
-
-
-class FailingSource:
-    """``good`` bytes, then an OSError (a disk or network failure halfway through a file)."""
-
-    def __init__(self, good: int) -> None:
-        self._pattern = PatternSource(good)
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = self._pattern.readinto(buffer)
-        if not count:
-            raise OSError("the attachment's disk went away")
-        return count
 
 
 # --- messages and attachments --------------------------------------------------------------------
@@ -339,10 +278,6 @@ def stream_decrypt(
     sink = RecordingSink()
     result = streaming.decrypt_stream(io.BytesIO(data), sink, identity, **options)
     return sink.data, result
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def refused(
@@ -1126,16 +1061,6 @@ STREAMED_SIZE = 256 * MiB
 PEAK_LIMIT = 24 * MiB
 
 
-@contextlib.contextmanager
-def traced_peak() -> Iterator[Callable[[], int]]:
-    """The peak of memory allocated through Python while the block runs."""
-    tracemalloc.start()
-    try:
-        yield lambda: tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def big_message_stream(people: People, sink: Sink) -> None:
     attachment = StreamedAttachment(PatternSource(STREAMED_SIZE), filename="disk.img")
     streaming.encrypt(
@@ -1155,31 +1080,14 @@ def test_encrypt_256_mib_in_bounded_memory(people: People) -> None:
 def test_decrypt_256_mib_in_bounded_memory(people: People, tmp_path: Path) -> None:
     """Encrypted in a thread into a pipe, decrypted from it: no message file on disk, only
     the (encrypted) spool. The peak covers both sides at once."""
-    read_end, write_end = os.pipe()
-    with contextlib.suppress(OSError):  # a larger pipe only makes it faster
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, MiB)
-    failures: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with open(write_end, "wb", buffering=0) as pipe:
-                big_message_stream(people, pipe)
-        except BaseException as exc:  # reported in the test's thread
-            failures.append(exc)
-
     sink = DiscardingSink()
-    with traced_peak() as peak, open(read_end, "rb", buffering=0) as source:
-        producer = threading.Thread(target=produce)
-        producer.start()
-        try:
-            result = streaming.decrypt_stream(
+    with traced_peak() as peak:
+        result = decrypted_from_pipe(
+            lambda pipe: big_message_stream(people, pipe),
+            lambda source: streaming.decrypt_stream(
                 source, sink, people.identity("rsa"), spool_dir=tmp_path
-            )
-        finally:
-            source.close()
-            producer.join()
-            if failures:
-                raise AssertionError("the encrypting thread failed") from failures[0]
+            ),
+        )
         highest = peak()
     assert result.authenticated
     assert result.size > STREAMED_SIZE * 4 // 3

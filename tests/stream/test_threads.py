@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,7 @@ from securemail.stream.threads import (
     blocks,
     read_ahead,
 )
-
-
-def workers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("securemail-")]
+from stream.helpers import workers
 
 
 class Recording:

@@ -1,0 +1,130 @@
+"""What the streaming tests share: sinks that record or count, sources made as they are
+read (or that fail halfway), the peak of memory while a block runs, and the pipe through
+which a large message is decrypted as it is encrypted."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import threading
+import tracemalloc
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from securemail.stream.base import Data, Sink, Source
+
+MiB = 1024 * 1024
+T = TypeVar("T")
+
+
+class RecordingSink:
+    """Keeps a copy of every write, so a test can tell whether anything was released."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: Data) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.writes)
+
+
+class DiscardingSink:
+    """Counts what is written and keeps none of it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: Data) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def noise(size: int, seed: int) -> bytes:
+    """``size`` reproducible pseudo-random bytes (test data, not keys)."""
+    return random.Random(seed).randbytes(size)  # noqa: S311
+
+
+class PatternSource:
+    """``size`` pseudo-random bytes, generated as they are read: one 1 MiB block (plus an
+    odd remainder, so that reads never line up with it) repeated, never the whole."""
+
+    def __init__(self, size: int, *, seed: int = 4) -> None:
+        self._block = memoryview(noise(MiB + 4093, seed))
+        self._position = 0
+        self.remaining = size
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = min(len(buffer), self.remaining)
+        done = 0
+        while done < count:
+            take = min(count - done, len(self._block) - self._position)
+            buffer[done : done + take] = self._block[self._position : self._position + take]
+            done += take
+            self._position = (self._position + take) % len(self._block)
+        self.remaining -= count
+        return count
+
+
+class FailingSource:
+    """``good`` bytes, then an OSError (a disk going away halfway through a file)."""
+
+    def __init__(self, good: int) -> None:
+        self._pattern = PatternSource(good)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = self._pattern.readinto(buffer)
+        if not count:
+            raise OSError("the attachment's disk went away")
+        return count
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def workers(prefix: str = "securemail-") -> list[threading.Thread]:
+    """securemail's worker threads still running (writers, readers, ciphers, gpg feeds)."""
+    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+@contextlib.contextmanager
+def traced_peak() -> Iterator[Callable[[], int]]:
+    """The peak of memory allocated through Python while the block runs."""
+    tracemalloc.start()
+    try:
+        yield lambda: tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def decrypted_from_pipe(produce: Callable[[Sink], object], decrypt: Callable[[Source], T]) -> T:
+    """``decrypt`` reading what ``produce`` writes, through a pipe, ``produce`` in a thread
+    of its own: no message file on disk, and a memory peak taken around this covers both."""
+    read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError):  # a larger pipe only makes it faster
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, MiB)
+    failures: list[BaseException] = []
+
+    def producer() -> None:
+        try:
+            with open(write_end, "wb", buffering=0) as pipe:
+                produce(pipe)
+        except BaseException as exc:  # reported in the test's thread
+            failures.append(exc)
+
+    with open(read_end, "rb", buffering=0) as source:
+        thread = threading.Thread(target=producer)
+        thread.start()
+        try:
+            return decrypt(source)
+        finally:
+            source.close()
+            thread.join()
+            if failures:
+                raise AssertionError("the encrypting thread failed") from failures[0]
