@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asn1crypto import keys as asn1_keys
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -138,12 +139,29 @@ def load_private_key(source: Source | _Named, password: Password = None) -> Priv
             raise WrongPasswordError(name) from None
         raise KeyLoadError(name, "the key is not encrypted; do not pass a password") from None
     except ValueError as exc:
-        if "password" in str(exc).lower() or "decrypt" in str(exc).lower():
+        message = str(exc).lower()
+        if "password" in message or "decrypt" in message or (secret and _encrypted(data)):
+            # (A wrong password can also decrypt to bytes that happen to end in valid
+            # padding, about 1 time in 300: then it is the parse that fails.)
             raise WrongPasswordError(name) from None
         raise KeyLoadError(name, "not a readable private key (PEM or DER)") from None
     except UnsupportedAlgorithm:
         raise KeyLoadError(name, "the key type is not supported") from None
     return _supported_key(key, name)
+
+
+def _encrypted(data: bytes) -> bool:
+    """Whether ``data`` is a password-encrypted private key container: PEM "ENCRYPTED
+    PRIVATE KEY" or a traditional encrypted PEM, or a DER EncryptedPrivateKeyInfo."""
+    if _is_pem(data):
+        return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data
+    try:
+        info = asn1_keys.EncryptedPrivateKeyInfo.load(data, strict=True)
+        return bool(
+            info["encryption_algorithm"]["algorithm"].native and info["encrypted_data"].native
+        )
+    except (ValueError, TypeError, KeyError):
+        return False
 
 
 def _supported_key(key: object, name: str) -> PrivateKey:

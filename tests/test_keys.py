@@ -217,6 +217,31 @@ def test_wrong_or_missing_password(
     assert_no_secret(info.value, PASSWORD, WRONG)
 
 
+@pytest.mark.parametrize("encoding", [PEM, DER], ids=["pem", "der"])
+def test_wrong_password_that_decrypts_to_garbage(
+    alice: Issued, encoding: serialization.Encoding
+) -> None:
+    """About 1 time in 300 a wrong password decrypts the key to bytes whose padding happens
+    to be valid, and it is the parse that fails: still a wrong password, not an unreadable
+    key. Keys are made (each with a new salt) until cryptography reports that case."""
+    for _ in range(5000):
+        data = key_bytes(alice, encoding, PKCS8, PASSWORD)
+        try:
+            loader = (
+                serialization.load_pem_private_key
+                if encoding == PEM
+                else serialization.load_der_private_key
+            )
+            loader(data, WRONG.encode())
+        except ValueError as exc:
+            if "password" not in str(exc).lower():
+                break
+    else:
+        pytest.fail("no wrong password decrypted to garbage in 5000 keys")
+    with pytest.raises(WrongPasswordError):
+        load_private_key(data, WRONG)
+
+
 def test_password_as_bytes_or_str(alice: Issued) -> None:
     data = key_bytes(alice, PEM, PKCS8, PASSWORD)
     for password in (PASSWORD, PASSWORD.encode()):
