@@ -44,6 +44,7 @@ from .encoding import CrlfWriter, threaded_base64
 from .message import RestoringSink, StreamDecryptResult, Streamed, read_header_section
 from .mime import StreamedAttachment, copy_into, with_attachments, write_entity
 from .spool import Spool
+from .threads import WORKER_BLOCK, ThreadedWriter
 
 __all__ = [
     "StreamDecryptResult",
@@ -164,7 +165,7 @@ def sign(
     length first)."""
     message, boundary = with_attachments(message, attachments)
     prepared = payload.prepare(message, policy, encrypting=False)
-    top = _sign_prepared(sink, prepared, signer, policy)
+    top = ThreadedWriter(_sign_prepared(sink, prepared, signer, policy), block=WORKER_BLOCK)
     write_entity(top, prepared.entity, boundary, attachments)
     return Streamed(prepared.mail_from, prepared.recipients)
 

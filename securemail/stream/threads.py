@@ -51,9 +51,11 @@ class _Ring:
         self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         for _ in range(DEPTH):
             self.free.put(bytearray(block))
-        self.full: queue.SimpleQueue[tuple[bytearray, int, int] | BaseException | None] = (
-            queue.SimpleQueue()
-        )
+        # (the block to give back, what to write from: the block or a bytes object, start,
+        # end), an error (from a reader), or None (the end)
+        self.full: queue.SimpleQueue[
+            tuple[bytearray, bytes | bytearray, int, int] | BaseException | None
+        ] = queue.SimpleQueue()
 
 
 class BackgroundSink:
@@ -80,6 +82,14 @@ class BackgroundSink:
 
     def write(self, data: Data) -> int:
         self._check()
+        if isinstance(data, bytes) and len(data) >= self._size // 2:
+            # Immutable and large: handed over as it is, in place of a block (no copy).
+            if self._fill:
+                self._hand_over()
+            token = self._block if self._block is not None else self._ring.free.get()
+            self._block = None
+            self._ring.full.put((token, data, 0, len(data)))
+            return len(data)
         view = memoryview(data).cast("B")
         while view:
             if self._block is None:
@@ -100,7 +110,7 @@ class BackgroundSink:
 
     def _hand_over(self) -> None:
         assert self._block is not None
-        self._ring.full.put((self._block, 0, self._fill))
+        self._ring.full.put((self._block, self._block, 0, self._fill))
         self._block = None
         self._fill = 0
 
@@ -123,7 +133,7 @@ class BackgroundSink:
         if start == end:
             self._ring.free.put(block)
         else:
-            self._ring.full.put((block, start, end))
+            self._ring.full.put((block, block, start, end))
 
     def close(self) -> None:
         if self._closed:
@@ -182,7 +192,7 @@ class BackgroundSource:
             if item is None:
                 self._done = True
                 return 0
-            block, self._offset, count = item
+            block, _, self._offset, count = item
             self._current = block, count
         block, count = self._current
         take = min(len(buffer), count - self._offset)
@@ -212,10 +222,10 @@ def _drain(ring: _Ring, sink: Sink, errors: list[BaseException]) -> None:
     never waits for ever, and finds the error at its next write or at close."""
     while (item := ring.full.get()) is not None:
         assert not isinstance(item, BaseException)
-        block, start, end = item
+        block, payload, start, end = item
         if not errors:
             try:
-                sink.write(memoryview(block)[start:end])
+                sink.write(memoryview(payload)[start:end])
             except BaseException as exc:  # handed to the caller's thread
                 errors.append(exc)
         ring.free.put(block)
@@ -230,7 +240,7 @@ def _fill(ring: _Ring, source: Source) -> None:
             if not count:
                 ring.full.put(None)
                 return
-            ring.full.put((block, 0, count))
+            ring.full.put((block, block, 0, count))
     except BaseException as exc:  # handed to the caller's thread
         ring.full.put(exc)
 

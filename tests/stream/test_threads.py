@@ -70,6 +70,37 @@ def test_copied_and_claimed_writes_arrive_in_order() -> None:
     assert not workers()
 
 
+def test_large_bytes_are_handed_over_in_order_without_copy() -> None:
+    """A bytes object of half a block or more goes to the worker as it is (it cannot
+    change), between the writes around it, still at most a ring's worth in flight."""
+
+    class Identity:
+        def __init__(self) -> None:
+            self.seen: list[object] = []
+
+        def write(self, data: Data) -> int:
+            view = memoryview(data)
+            self.seen.append(view.obj)
+            return len(view)
+
+    sink = Identity()
+    big = [bytes([i]) * 600 for i in range(10)]
+    with BackgroundSink(sink, block=1000) as background:
+        background.write(b"small")
+        for piece in big:
+            background.write(piece)
+            background.write(bytearray(b"tail"))  # copied into a block
+    objects = [o for o in sink.seen if isinstance(o, bytes)]
+    assert objects == big, "the same objects, in order"
+    recorded = Recording()
+    with BackgroundSink(recorded, block=1000) as background:
+        background.write(b"small")
+        for piece in big:
+            background.write(piece)
+            background.write(bytearray(b"tail"))
+    assert recorded.data == b"small" + b"".join(p + b"tail" for p in big)
+
+
 def test_claimed_blocks_are_reused_not_allocated() -> None:
     sink = Recording()
     seen = set()
