@@ -1023,6 +1023,11 @@ class _FedGpg:
             self._watchdog.kill()
             self._thread.join()
             raise ToolError(f"gpg did not finish within {self._timeout} seconds")
+        return self._ran()
+
+    def _ran(self) -> tuple[_Run, _Sink]:
+        """gpg's run, once its thread has ended (or what it raised)."""
+        self._thread.join()
         outcome = self._outcome[0]
         if isinstance(outcome, BaseException):
             raise outcome
@@ -1064,21 +1069,15 @@ class SignatureStream(_FedGpg):
             raise AlreadyFinalized(type(self).__name__)
         if data and not self._put(bytes(data)):
             self._done = True
-            self._signature()  # gpg's own error, if it gave one
+            self._signature(*self._ran())  # gpg's own error, if it gave one
             raise ToolError("gpg stopped reading the data to sign")
         return len(data)
 
     def finish(self) -> DetachedSignature:
         """The end of the data: gpg's signature over all of it."""
-        self._end()
-        return self._signature()
+        return self._signature(*self._end())
 
-    def _signature(self) -> DetachedSignature:
-        self._thread.join()
-        outcome = self._outcome[0]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        run, sink = outcome
+    def _signature(self, run: _Run, sink: _Sink) -> DetachedSignature:
         return self._engine._detached(run, sink, self._key, self._name, self._secret)
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, Self
 
-from ..errors import AlreadyFinalized
+from ..errors import AlreadyFinalized, InputError
 
-__all__ = ["CHUNK", "Data", "Sink", "Source", "Writer"]
+__all__ = ["CHUNK", "Data", "Sink", "Source", "Writer", "check_7bit"]
 
 Data = bytes | bytearray | memoryview
 
@@ -22,6 +22,13 @@ CHUNK = 57 * 1149
 """Bytes per processing step: about 64 KiB, a multiple of 57 (one base64 line of 76
 characters) and small enough that every buffer stays below the C allocator's mmap
 threshold, so no step pays for fresh pages."""
+
+
+def check_7bit(data: Data) -> None:
+    """Refuse bytes that are not ASCII in a part about to be signed: a relay could change
+    them (8-bit to 7-bit conversion) and break the signature."""
+    if not (data if isinstance(data, bytes | bytearray) else bytes(data)).isascii():
+        raise InputError("a signed part must be 7-bit; encode 8-bit content first")
 
 
 class Sink(Protocol):

@@ -18,12 +18,11 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .. import wire
-from ..errors import InputError
 from ..policy import ContentCipher, Policy
 from ..smime.enveloped import GCM_TAG_SIZE, EnvelopePlan, EnvelopeRecipient, plan_envelope
 from ..smime.password import PasswordRecipient
 from ..smime.signed import Signer, sign_digest, signing_digest
-from .base import CHUNK, Data, Sink, Writer
+from .base import CHUNK, Data, Sink, Writer, check_7bit
 from .encoding import encode_lines
 from .threads import WORKER_BLOCK, blocks
 
@@ -188,8 +187,7 @@ class DetachedSignatureWriter(Writer):
         )
 
     def _write(self, data: Data) -> None:
-        if not (data if isinstance(data, bytes | bytearray) else bytes(data)).isascii():
-            raise InputError("a signed part must be 7-bit; encode 8-bit content first")
+        check_7bit(data)
         self._hash.update(data)
         self._inner.write(data)
 

@@ -22,7 +22,7 @@ from ..errors import AlreadyFinalized, InputError, MalformedMessageError
 from ..headers import check_header_value, sanitize_filename
 from ..results import ProtectedMessage
 from .base import CHUNK, Data, Sink, Source, Writer
-from .encoding import threaded_base64
+from .encoding import CrlfWriter, threaded_base64
 from .threads import ThreadedWriter
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "with_attachments",
     "write_entity",
     "write_message",
+    "write_whole",
 ]
 
 
@@ -264,6 +265,17 @@ def write_entity(
     for attachment in attachments:
         parts.add_attachment(attachment, binary=binary)
     parts.finalize()
+
+
+def write_whole(top: Writer, entity: bytes, body: Source, *, canonical: bool) -> None:
+    """The prepared entity's header, then the body read from ``body`` as it is; finalizes.
+    With ``canonical``, bare LF and CR become CRLF first (what is signed must be canonical:
+    RFC 8551 3.1.1, RFC 3156 5)."""
+    if canonical:
+        top = CrlfWriter(top)
+    top.write(entity)
+    copy_into(top, body)
+    top.finalize()
 
 
 def write_message(

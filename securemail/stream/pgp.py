@@ -34,7 +34,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 
 from .. import payload, wire
-from ..errors import EmbeddedCiphertextError, InputError, MalformedMessageError, ToolError
+from ..errors import EmbeddedCiphertextError, MalformedMessageError, ToolError
 from ..pgp.gpg import (
     GnuPG,
     KeyInfo,
@@ -58,9 +58,8 @@ from ..pgp.mime import (
     streamed_signature_result,
 )
 from ..policy import DEFAULT, Policy
-from .base import CHUNK, Data, Sink, Source, Writer
+from .base import CHUNK, Data, Sink, Source, Writer, check_7bit
 from .ber import Base64Source
-from .encoding import CrlfWriter
 from .message import (
     MAX_HEADER_SECTION,
     RestoringSink,
@@ -68,7 +67,7 @@ from .message import (
     Streamed,
     read_header_section,
 )
-from .mime import StreamedAttachment, copy_into, with_attachments, write_entity
+from .mime import StreamedAttachment, with_attachments, write_entity, write_whole
 from .openpgp import ArmorWriter, OpenPGPEncryptWriter
 from .openpgp_decrypt import decrypt_stream as decrypt_openpgp
 from .openpgp_keys import RecipientKey, recipient_keys
@@ -129,8 +128,7 @@ class SignatureWriter(Writer):
         )
 
     def _write(self, data: Data) -> None:
-        if not (data if isinstance(data, bytes | bytearray) else bytes(data)).isascii():
-            raise InputError("a signed part must be 7-bit; encode 8-bit content first")
+        check_7bit(data)
         self._signature.write(data)
         self._inner.write(data)
 
@@ -287,14 +285,16 @@ def encrypt_stream(
     prepared = payload.prepare_headers(header, policy, encrypting=True)
     signing = _Signing(signer, sign, passphrase)
 
-    def write(top: Writer) -> None:
-        if signing.wanted:
-            top = CrlfWriter(top)  # what is signed must be canonical (RFC 3156 5)
-        top.write(prepared.entity)
-        copy_into(top, body)
-        top.finalize()
-
-    return _encrypt_prepared(sink, prepared, write, recipients, keys, gnupg, policy, signing)
+    return _encrypt_prepared(
+        sink,
+        prepared,
+        lambda top: write_whole(top, prepared.entity, body, canonical=signing.wanted),
+        recipients,
+        keys,
+        gnupg,
+        policy,
+        signing,
+    )
 
 
 def _sign_prepared(
@@ -362,13 +362,16 @@ def sign_stream(
     header, body = read_header_section(source, prefix)
     prepared = payload.prepare_headers(header, policy, encrypting=False)
 
-    def write(top: Writer) -> None:
-        canonical = CrlfWriter(top)
-        canonical.write(prepared.entity)
-        copy_into(canonical, body)
-        canonical.finalize()
-
-    return _sign_prepared(sink, prepared, write, signer, keys, passphrase, gnupg, policy)
+    return _sign_prepared(
+        sink,
+        prepared,
+        lambda top: write_whole(top, prepared.entity, body, canonical=True),
+        signer,
+        keys,
+        passphrase,
+        gnupg,
+        policy,
+    )
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -40,9 +40,9 @@ from ..smime.password import PasswordRecipient
 from .base import Sink, Source, Writer
 from .ber import Base64Source, BerReader
 from .cms import DetachedSignatureWriter, EnvelopeWriter
-from .encoding import CrlfWriter, threaded_base64
+from .encoding import threaded_base64
 from .message import RestoringSink, StreamDecryptResult, Streamed, read_header_section
-from .mime import StreamedAttachment, copy_into, with_attachments, write_entity
+from .mime import StreamedAttachment, with_attachments, write_entity, write_whole
 from .spool import Spool
 from .threads import WORKER_BLOCK, ThreadedWriter
 
@@ -135,14 +135,16 @@ def encrypt_stream(
     header, body = read_header_section(source, prefix)
     prepared = payload.prepare_headers(header, policy, encrypting=True)
 
-    def write(top: Writer) -> None:
-        if signer is not None:
-            top = CrlfWriter(top)  # what is signed must be canonical (RFC 8551 3.1.1)
-        top.write(prepared.entity)
-        copy_into(top, body)
-        top.finalize()
-
-    return _encrypt_prepared(sink, prepared, write, recipients, signer, policy, trust, certificates)
+    return _encrypt_prepared(
+        sink,
+        prepared,
+        lambda top: write_whole(top, prepared.entity, body, canonical=signer is not None),
+        recipients,
+        signer,
+        policy,
+        trust,
+        certificates,
+    )
 
 
 def _sign_prepared(
@@ -182,10 +184,8 @@ def sign_stream(
     multipart/signed to ``sink``."""
     header, body = read_header_section(source, prefix)
     prepared = payload.prepare_headers(header, policy, encrypting=False)
-    top = CrlfWriter(_sign_prepared(sink, prepared, signer, policy))
-    top.write(prepared.entity)
-    copy_into(top, body)
-    top.finalize()
+    top = _sign_prepared(sink, prepared, signer, policy)
+    write_whole(top, prepared.entity, body, canonical=True)
     return Streamed(prepared.mail_from, prepared.recipients)
 
 
