@@ -132,6 +132,8 @@ def test_write_and_claim_after_close_are_refused() -> None:
         background.write(b"late")
     with pytest.raises(ValueError, match="closed"):
         background.claim()
+    with pytest.raises(ValueError, match="closed"):
+        background.submit(bytearray(4), 0, 4)
 
 
 def test_abandon_drops_the_rest_and_stops_the_worker() -> None:
