@@ -301,7 +301,8 @@ def test_lengths() -> None:
     assert body_length(8383) == b"\xdf\xff"
     assert body_length(8384) == b"\xff\x00\x00\x20\xc0"
     assert partial_length(512) == b"\xe9"
-    assert partial_length(BLOCK) == b"\xf0"
+    assert partial_length(1 << 16) == b"\xf0"
+    assert partial_length(1 << 20) == b"\xf4"
     for bad in (0, 3, 1 << 31):
         with pytest.raises(ValueError):
             partial_length(bad)
@@ -573,7 +574,7 @@ def test_binary_output_and_framing(keys: dict[str, list[RecipientKey]], cli: Gpg
     packets = walk(message)
     assert [tag for tag, _, _ in packets] == [1, 18]
     seipd = packets[1][2]
-    assert all(size == BLOCK for _, size, _ in seipd[:-1]), "partial lengths of 64 KiB"
+    assert all(size == BLOCK for _, size, _ in seipd[:-1]), "partial lengths of BLOCK"
     assert len(seipd) == 6
     assert message[seipd[0][0]] == 1, "SEIPD version 1"
     listing = cli.run("--list-packets", stdin=message).stdout.decode()
