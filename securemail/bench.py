@@ -520,14 +520,21 @@ def _machine() -> dict[str, object]:
                 break
     except OSError:
         pass
+    import cryptography
+    from cryptography.hazmat.backends.openssl import backend
+
     openssl = subprocess.run(
         ["openssl", "version"], capture_output=True, text=True, check=False
     ).stdout
+    gpg = subprocess.run(["gpg", "--version"], capture_output=True, text=True, check=False).stdout
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "openssl": openssl.strip(),
+        # securemail's own cipher calls go through the OpenSSL that cryptography bundles
+        "cryptography": f"{cryptography.__version__} ({backend.openssl_version_text()})",
+        "gpg": gpg.splitlines()[0] if gpg else "",
         "platform": platform.platform(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
