@@ -526,7 +526,10 @@ def _machine() -> dict[str, object]:
     openssl = subprocess.run(
         ["openssl", "version"], capture_output=True, text=True, check=False
     ).stdout
-    gpg = subprocess.run(["gpg", "--version"], capture_output=True, text=True, check=False).stdout
+    gpg = ""
+    if shutil.which("gpg"):  # (an S/MIME-only run needs no gpg)
+        version = subprocess.run(["gpg", "--version"], capture_output=True, text=True, check=False)
+        gpg = version.stdout
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
