@@ -6,10 +6,11 @@ The same recipes as :mod:`securemail.stream.smime`, for RFC 3156 multipart/encry
   :class:`~securemail.stream.mime.StreamedAttachment` files; :func:`encrypt_stream` a whole
   message from a source. The stack is MIME entity -> :class:`OpenPGPEncryptWriter` (SEIPD
   with MDC, native) -> :class:`ArmorWriter` -> the multipart/encrypted frame -> the sink.
-* :func:`decrypt_stream` reads multipart/encrypted from a source; gpg decrypts only the
-  session key (the secret key never leaves it), the data is decrypted here, spooled under
-  a throwaway key until the MDC verified, and then written out with the protected headers
-  restored.
+* :func:`decrypt_stream` reads multipart/encrypted from a source (or the multipart/mixed
+  that Exchange and some gateways make of it, :mod:`.multipart` reading the parts); gpg
+  decrypts only the session key (the secret key never leaves it), the data is decrypted
+  here, spooled under a throwaway key until the MDC verified, and then written out with
+  the protected headers restored.
 
 gpg stays the engine for keys: recipients are chosen and checked by
 :func:`securemail.pgp.encrypt`'s rules (fail-closed, naming the recipient) and exported
@@ -58,16 +59,16 @@ from ..pgp.mime import (
     streamed_signature_result,
 )
 from ..policy import DEFAULT, Policy
-from .base import CHUNK, Data, Sink, Source, Writer, check_7bit
+from .base import Data, Sink, Source, Writer, check_7bit
 from .ber import Base64Source
 from .message import (
-    MAX_HEADER_SECTION,
     RestoringSink,
     StreamDecryptResult,
     Streamed,
     read_header_section,
 )
 from .mime import StreamedAttachment, with_attachments, write_entity, write_whole
+from .multipart import MultipartReader, Part
 from .openpgp import ArmorWriter, OpenPGPEncryptWriter
 from .openpgp_decrypt import decrypt_stream as decrypt_openpgp
 from .openpgp_keys import RecipientKey, recipient_keys
@@ -377,91 +378,115 @@ def sign_stream(
 # --- reading ------------------------------------------------------------------------------------
 
 
-class _EncryptedPart:
-    """The body of the second part of a multipart/encrypted body read from ``source``,
-    after checking the first (RFC 3156 4); it ends at the next delimiter, which must close
-    the multipart: a third part is refused, since a reader that showed it would show
-    unencrypted text as part of an encrypted message."""
+_SMALL_PART = 64 * 1024
+"""The largest version part, and empty text part around the encrypted data, read."""
 
-    def __init__(self, source: Source, boundary: str) -> None:
+
+class _Then:
+    """``source``, and at its end a check of what follows it. The check runs before the
+    end is reported, and the OpenPGP reader releases nothing before it has read its source
+    to the end: a refusal there leaves no plaintext behind."""
+
+    def __init__(self, source: Source, check: Callable[[], None]) -> None:
         self._source = source
-        self._marker = b"\n--" + boundary.encode("ascii")
-        self._line = re.compile(rb"\r?\n--" + re.escape(boundary.encode("ascii")) + rb"[ \t]*\r?\n")
-        self._buffer = bytearray(b"\r\n")  # so that a delimiter on the first line is found
-        self._chunk = bytearray(CHUNK)  # (larger reads make the buffer's reallocations fault)
-        self._ended = False
-        self.fields = self._prologue()
-
-    def _more(self) -> bool:
-        count = self._source.readinto(self._chunk)
-        if not count:
-            return False
-        self._buffer += memoryview(self._chunk)[:count]
-        return True
-
-    def _prologue(self) -> wire.Entity:
-        """Read up to the body of the encrypted part; its header fields."""
-        while True:
-            first = self._line.search(self._buffer)
-            second = first and self._line.search(self._buffer, first.end() - 2)
-            if first and second:
-                head_end = self._buffer.find(b"\n\r\n", second.end() - 1)
-                bare_end = self._buffer.find(b"\n\n", second.end() - 1)
-                ends = [e for e in (head_end, bare_end) if e >= 0]
-                if ends:
-                    cut = min(ends)
-                    cut += 3 if cut == head_end else 2
-                    version = bytes(self._buffer[first.end() : second.start()])
-                    fields = bytes(self._buffer[second.end() : cut])
-                    del self._buffer[:cut]
-                    return self._check(version, fields)
-            if len(self._buffer) > MAX_HEADER_SECTION:
-                raise MalformedMessageError("no encrypted part in the first 1 MiB of the body")
-            if not self._more():
-                raise MalformedMessageError("multipart/encrypted must have exactly two parts")
-
-    @staticmethod
-    def _check(version: bytes, fields: bytes) -> wire.Entity:
-        control = wire.entity(wire.canonicalize(version))
-        if control.content_type != "application/pgp-encrypted":
-            raise MalformedMessageError(
-                "the first part of PGP/MIME must be application/pgp-encrypted"
-            )
-        if not re.search(rb"(?mi)^Version:[ \t]*1[ \t\r]*$", wire.decode_body(control)):
-            raise MalformedMessageError("unsupported PGP/MIME version (only 'Version: 1')")
-        data = wire.entity(wire.canonicalize(fields))
-        if data.content_type != "application/octet-stream":
-            raise MalformedMessageError(
-                "the second part of PGP/MIME must be application/octet-stream"
-            )
-        return data
+        self._check: Callable[[], None] | None = check
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        while True:
-            found = self._buffer.find(self._marker)
-            if found >= 0:
-                self._close(found)
-            if self._ended:
-                count = min(len(buffer), len(self._buffer))
-            else:
-                # Hold back what could be the start of a delimiter split across reads.
-                count = min(len(buffer), len(self._buffer) - len(self._marker))
-            if count > 0 or self._ended:
-                buffer[:count] = self._buffer[:count]
-                del self._buffer[:count]
-                return count
-            if not self._more():
-                self._ended = True  # no close delimiter: tolerated, as every client does
+        count = self._source.readinto(buffer) or 0
+        if not count and self._check is not None:
+            check, self._check = self._check, None
+            check()
+        return count
 
-    def _close(self, found: int) -> None:
-        """The delimiter at ``found`` ends the part; it must be the close delimiter."""
-        after = found + len(self._marker)
-        while len(self._buffer) < after + 2 and self._more():
-            pass
-        if self._buffer[after : after + 2] != b"--":
-            raise EmbeddedCiphertextError()  # a third part after the encrypted one
-        del self._buffer[found:]
-        self._ended = True
+
+def _small(part: Part) -> bytes | None:
+    """A part's header and body, canonical, if the body is small; None if it is not."""
+    body = part.read_all(_SMALL_PART)
+    return None if body is None else wire.canonicalize(part.header + body)
+
+
+def _pgp_mime(reader: MultipartReader, then: Callable[[], None]) -> tuple[Source, wire.Entity]:
+    """The encrypted part's body and header fields from the multipart/encrypted body in
+    ``reader``, after checking the version part (RFC 3156 4). The encrypted part must end
+    the multipart: a third part is refused, since a reader that showed it would show
+    unencrypted text as part of an encrypted message. ``then`` checks what follows."""
+
+    def closed() -> None:
+        if reader.next_part() is not None:
+            raise EmbeddedCiphertextError()
+        then()
+
+    return _pgp_mime_parts(reader.next_part(), reader, closed)
+
+
+def _pgp_mime_parts(
+    version: Part | None, reader: MultipartReader, then: Callable[[], None]
+) -> tuple[Source, wire.Entity]:
+    """The two parts of PGP/MIME, the first given, the second next in ``reader``."""
+    control = _small(version) if version is not None else None
+    if version is None or control is None:
+        raise MalformedMessageError("multipart/encrypted must have exactly two parts")
+    control_entity = wire.entity(control)
+    if control_entity.content_type != "application/pgp-encrypted":
+        raise MalformedMessageError("the first part of PGP/MIME must be application/pgp-encrypted")
+    if not re.search(rb"(?mi)^Version:[ \t]*1[ \t\r]*$", wire.decode_body(control_entity)):
+        raise MalformedMessageError("unsupported PGP/MIME version (only 'Version: 1')")
+    data = reader.next_part()
+    if data is None:
+        raise MalformedMessageError("multipart/encrypted must have exactly two parts")
+    fields = wire.entity(data.header)
+    if fields.content_type != "application/octet-stream":
+        raise MalformedMessageError("the second part of PGP/MIME must be application/octet-stream")
+    return _Then(data, then), fields
+
+
+def _is_pgp_mime(entity: wire.Entity) -> bool:
+    return entity.content_type == "multipart/encrypted" and (
+        entity.params.get("protocol") == "application/pgp-encrypted"
+    )
+
+
+def _empty_text(part: Part, fields: wire.Entity) -> bool:
+    """An empty text part (blank lines, a ``--`` signature separator), as the in-memory
+    reader tolerates around mangled PGP/MIME; a large body is not read (and not empty)."""
+    if fields.content_type != "text/plain":
+        return False
+    whole = _small(part)
+    return whole is not None and not re.sub(rb"[\s-]", b"", wire.decode_body(wire.entity(whole)))
+
+
+def _mangled(reader: MultipartReader) -> tuple[Source, wire.Entity]:
+    """The encrypted part of PGP/MIME that a server wrapped in multipart/mixed: Exchange
+    (an empty text part, then the two PGP/MIME parts) or a footer-adding gateway (the
+    multipart/encrypted, then an empty footer). As in memory (:mod:`securemail.pgp.mime`),
+    only empty text may surround the ciphertext (EFAIL): the parts after it are read and
+    checked before any plaintext is released."""
+
+    def rest_empty() -> None:
+        while (part := reader.next_part()) is not None:
+            if not _empty_text(part, wire.entity(part.header)):
+                raise EmbeddedCiphertextError()
+
+    while (part := reader.next_part()) is not None:
+        fields = wire.entity(part.header)
+        if fields.content_type == "application/pgp-encrypted":
+            return _pgp_mime_parts(part, reader, rest_empty)
+        if _is_pgp_mime(fields):
+            return _pgp_mime(MultipartReader(part, fields.params.get("boundary", "")), rest_empty)
+        if not _empty_text(part, fields):
+            break
+    # Not PGP/MIME: refused as in memory, as embedded ciphertext if a PGP part follows.
+    while (part := reader.next_part()) is not None:
+        fields = wire.entity(part.header)
+        if fields.content_type == "application/pgp-encrypted" or _is_pgp_mime(fields):
+            raise EmbeddedCiphertextError()
+    raise MalformedMessageError(_NOT_PGP_MIME)
+
+
+_NOT_PGP_MIME = (
+    "the message is not PGP/MIME encrypted (multipart/encrypted, or one that a server "
+    "wrapped in multipart/mixed)"
+)
 
 
 def decrypt_stream(
@@ -482,20 +507,20 @@ def decrypt_stream(
     in an encrypted, anonymous spool file in ``spool_dir``; on any failure it is destroyed
     and the typed error raised (see
     :func:`securemail.stream.openpgp_decrypt.decrypt_stream`). Protected headers are
-    restored. Messages in other shapes (inline PGP, mangled by Exchange) are read by
-    :func:`securemail.pgp.decrypt` in memory.
+    restored. PGP/MIME that a server rewrapped in multipart/mixed (Exchange, a gateway's
+    footer) is read with the in-memory reader's rule: only empty text around the
+    ciphertext. Inline PGP is read by :func:`securemail.pgp.decrypt`, in memory.
     """
     header, body = read_header_section(source, prefix)
     outer = wire.entity(header)
-    if outer.content_type != "multipart/encrypted" or (
-        outer.params.get("protocol") != "application/pgp-encrypted"
-    ):
-        raise MalformedMessageError("the message is not PGP/MIME encrypted (multipart/encrypted)")
     boundary = outer.params.get("boundary", "")
-    if not boundary or len(boundary) > 70:
-        raise MalformedMessageError("multipart boundary is missing or longer than 70 characters")
-    part = _EncryptedPart(body, boundary)
-    field = part.fields.raw.get("Content-Transfer-Encoding")
+    if _is_pgp_mime(outer):
+        part, fields = _pgp_mime(MultipartReader(body, boundary), lambda: None)
+    elif outer.content_type == "multipart/mixed":
+        part, fields = _mangled(MultipartReader(body, boundary))
+    else:
+        raise MalformedMessageError(_NOT_PGP_MIME)
+    field = fields.raw.get("Content-Transfer-Encoding")
     encoding = field.value.strip().lower() if field is not None else "7bit"
     if encoding not in ("7bit", "8bit", "binary", "base64"):
         raise MalformedMessageError(

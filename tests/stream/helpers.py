@@ -50,6 +50,22 @@ def noise(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)  # noqa: S311
 
 
+class TrickleSource:
+    """``data`` handed out 1 to ``most`` bytes per read (sizes drawn from ``seed``), as a
+    slow socket does: every boundary of every parser gets crossed."""
+
+    def __init__(self, data: bytes, most: int = 7, seed: int = 3156) -> None:
+        self._data = memoryview(data)
+        self._random = random.Random(seed)  # noqa: S311 (read sizes, not secrets)
+        self._most = most
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = min(len(buffer), len(self._data), self._random.randint(1, self._most))
+        buffer[:count] = self._data[:count]
+        self._data = self._data[count:]
+        return count
+
+
 class PatternSource:
     """``size`` pseudo-random bytes, generated as they are read: one 1 MiB block (plus an
     odd remainder, so that reads never line up with it) repeated, never the whole."""

@@ -74,7 +74,15 @@ from securemail.stream.openpgp_packets import (
     partial_length,
     split_packets,
 )
-from stream.helpers import DiscardingSink, MiB, RecordingSink, open_fds, traced_peak, workers
+from stream.helpers import (
+    DiscardingSink,
+    MiB,
+    RecordingSink,
+    TrickleSource,
+    open_fds,
+    traced_peak,
+    workers,
+)
 
 SIZES = [0, 1, 511, 512, 513, BLOCK - 7, BLOCK - 6, BLOCK, 2 * BLOCK - 6, 3 * MiB + 7]
 """Around the framing's edges: 512 (the least first partial length), 64 KiB parts (the
@@ -139,21 +147,6 @@ def keys(engine: GnuPG, keyset: KeySet) -> dict[str, list[RecipientKey]]:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-class TrickleSource:
-    """Hands out ``data`` a few bytes at a time (1 to ``most``), to cross every boundary."""
-
-    def __init__(self, data: bytes, most: int = 7, seed: int = 4880) -> None:
-        self._data = memoryview(data)
-        self._random = random.Random(seed)  # noqa: S311 (read sizes, not secrets)
-        self._most = most
-
-    def readinto(self, buffer: bytearray) -> int:
-        count = min(len(buffer), len(self._data), self._random.randint(1, self._most))
-        buffer[:count] = self._data[:count]
-        self._data = self._data[count:]
-        return count
 
 
 def pattern(size: int, seed: int = 1) -> bytes:
@@ -693,7 +686,10 @@ def test_reads_in_tiny_pieces(cli: GpgCli, engine: GnuPG, keyset: KeySet, tmp_pa
         ).stdout
         sink = RecordingSink()
         result = decrypt_stream(
-            TrickleSource(message), sink, session_key=engine.session_key, spool_dir=tmp_path
+            TrickleSource(message, seed=4880),
+            sink,
+            session_key=engine.session_key,
+            spool_dir=tmp_path,
         )
         assert sink.data == data
         assert result.literal_format == kind

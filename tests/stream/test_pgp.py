@@ -29,7 +29,6 @@ import email.parser
 import email.policy
 import hashlib
 import io
-import random
 import re
 import shlex
 import subprocess
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import pki
 import pytest
-from interop.test_corpus_pgp import CASES, KEYSETS, Case, Engines, attached_message
+from interop.test_corpus_pgp import CASES, KEYSETS, TB, Case, Engines, attached_message
 from pgp.keys import (
     PASSPHRASE,
     GpgCli,
@@ -84,6 +83,7 @@ from stream.helpers import (
     MiB,
     PatternSource,
     RecordingSink,
+    TrickleSource,
     decrypted_from_pipe,
     noise,
     open_fds,
@@ -138,21 +138,6 @@ def gpg_for(
 
 
 # --- sinks and sources ----------------------------------------------------------------------------
-
-
-class TrickleSource:
-    """``data`` handed out 1 to ``most`` bytes per read, as a slow socket does."""
-
-    def __init__(self, data: bytes, most: int = 7, seed: int = 3156) -> None:
-        self._data = memoryview(data)
-        self._random = random.Random(seed)  # noqa: S311 (read sizes, not secrets)
-        self._most = most
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = min(len(buffer), len(self._data), self._random.randint(1, self._most))
-        buffer[:count] = self._data[:count]
-        self._data = self._data[count:]
-        return count
 
 
 # --- messages -------------------------------------------------------------------------------------
@@ -884,7 +869,9 @@ def swapped(reference: Reference) -> bytes:
 FOREIGN = {
     "plain-text": lambda _: wire.to_bytes(builder().build()),
     "s-mime": lambda _: smime_message(),
-    "multipart-mixed": lambda r: r.data.replace(b"multipart/encrypted;", b"multipart/mixed;", 1),
+    "multipart-alternative": lambda r: r.data.replace(
+        b"multipart/encrypted;", b"multipart/alternative;", 1
+    ),
     "wrong-protocol": lambda r: r.data.replace(
         b'protocol="application/pgp-encrypted"', b'protocol="application/pkcs7-mime"', 1
     ),
@@ -935,6 +922,135 @@ def test_not_pgp_mime_is_refused(
     data = FOREIGN[kind](to_bob)
     assert data != to_bob.data
     refused(data, MalformedMessageError, tmp_path, keys=[keyset.bob.secret])
+
+
+# PGP/MIME that a server rewrapped in multipart/mixed (the shapes the in-memory reader takes).
+EMPTY_TEXT = (
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n\r\n"
+)
+FOOTER = b"Content-Type: text/plain\r\n\r\n-- \r\n\r\n"
+INJECTED = b"Content-Type: text/plain\r\n\r\nPay the invoice to the new account.\r\n"
+
+
+def rewrapped(reference: Reference, *children: bytes) -> bytes:
+    """``reference``'s header over a multipart/mixed body of ``children``."""
+    head = reference.data.split(b"\r\n\r\n", 1)[0]
+    boundary, body = wire.multipart_body(b"", children)
+    mixed = b'Content-Type: multipart/mixed; boundary="' + boundary.encode() + b'"'
+    head, count = re.subn(rb"(?mi)^Content-Type:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*", mixed, head)
+    assert count == 1
+    return head + b"\r\n\r\n" + body
+
+
+def whole_entity(reference: Reference) -> bytes:
+    """The multipart/encrypted entity of ``reference``: its Content-Type field and body."""
+    head, body = reference.data.split(b"\r\n\r\n", 1)
+    found = re.search(rb"(?mi)^Content-Type:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*", head)
+    assert found is not None
+    return found.group(0) + b"\r\n\r\n" + body
+
+
+def exchange_data_part(reference: Reference) -> bytes:
+    """The encrypted part as Exchange re-attaches it: encrypted.asc, in base64."""
+    return (
+        b'Content-Type: application/octet-stream; name="encrypted.asc"\r\n'
+        b'Content-Disposition: attachment; filename="encrypted.asc"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + wire.base64_body(reference.sealed.armored)
+    )
+
+
+def mangled(reference: Reference, shape: str) -> bytes:
+    version, encrypted = multipart_parts(reference.data)
+    shapes: dict[str, Callable[[], bytes]] = {
+        "exchange": lambda: rewrapped(
+            reference, EMPTY_TEXT, version, exchange_data_part(reference)
+        ),
+        "exchange-lf": lambda: mangled(reference, "exchange").replace(b"\r\n", b"\n"),
+        "two-parts-in-mixed": lambda: rewrapped(reference, version, encrypted),
+        "empty-text-around": lambda: rewrapped(reference, EMPTY_TEXT, version, encrypted, FOOTER),
+        "gateway-footer": lambda: rewrapped(reference, whole_entity(reference), FOOTER),
+        "gateway-without-footer": lambda: rewrapped(reference, whole_entity(reference)),
+        "text-before": lambda: rewrapped(reference, INJECTED, version, encrypted),
+        "text-after": lambda: rewrapped(reference, EMPTY_TEXT, version, encrypted, INJECTED),
+        "html-before": lambda: rewrapped(
+            reference, b"Content-Type: text/html\r\n\r\n<img src='x'>\r\n", version, encrypted
+        ),
+        "gateway-text-after": lambda: rewrapped(reference, whole_entity(reference), INJECTED),
+        "gateway-text-before": lambda: rewrapped(reference, INJECTED, whole_entity(reference)),
+        "gateway-third-part": lambda: rewrapped(
+            reference,
+            whole_entity(reference).replace(
+                b"\r\n--" + reference.boundary + b"--", third_part(reference.boundary)[:-2]
+            ),
+        ),
+        "no-pgp-parts": lambda: rewrapped(reference, INJECTED, EMPTY_TEXT),
+        "only-the-version-part": lambda: rewrapped(reference, EMPTY_TEXT, version),
+    }
+    return shapes[shape]()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "exchange",
+        "exchange-lf",
+        "two-parts-in-mixed",
+        "empty-text-around",
+        "gateway-footer",
+        "gateway-without-footer",
+    ],
+)
+def test_pgp_mime_rewrapped_by_a_server(
+    keyset: KeySet, to_bob: Reference, tmp_path: Path, shape: str
+) -> None:
+    """Exchange turns PGP/MIME into multipart/mixed (an empty text part, the version part,
+    the encrypted part as an attachment in base64); gateways wrap it in multipart/mixed with
+    an empty footer. A large message in those shapes streams as the in-memory reader reads
+    it."""
+    data = mangled(to_bob, shape)
+    released, result = stream_decrypt(data, keyset.bob, spool_dir=tmp_path)
+    assert released == to_bob.expected
+    assert result.recipient == keyset.bob.fingerprint
+    in_memory = pgp.decrypt(data, keys=[keyset.bob.secret]).data
+    assert canonical(released) == canonical(in_memory)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("shape", "error"),
+    [
+        ("text-before", EmbeddedCiphertextError),
+        ("text-after", EmbeddedCiphertextError),
+        ("html-before", EmbeddedCiphertextError),
+        ("gateway-text-after", EmbeddedCiphertextError),
+        ("gateway-text-before", EmbeddedCiphertextError),
+        ("gateway-third-part", EmbeddedCiphertextError),
+        ("no-pgp-parts", MalformedMessageError),
+        ("only-the-version-part", MalformedMessageError),
+    ],
+)
+def test_rewrapped_pgp_mime_with_other_parts_is_refused(
+    keyset: KeySet, to_bob: Reference, tmp_path: Path, shape: str, error: type[SecureMailError]
+) -> None:
+    """Text next to the ciphertext could be shown with its plaintext (EFAIL): refused as the
+    in-memory reader refuses it, with nothing released, even when the text comes after the
+    ciphertext (read before any plaintext is released)."""
+    data = mangled(to_bob, shape)
+    refused(data, error, tmp_path, keys=[keyset.bob.secret])
+    with pytest.raises(SecureMailError):
+        pgp.decrypt(data, keys=[keyset.bob.secret])
+
+
+def test_large_text_after_rewrapped_pgp_mime_is_refused(
+    keyset: KeySet, to_bob: Reference, tmp_path: Path
+) -> None:
+    """Blank text too large to be read whole is not taken for an empty footer."""
+    version, encrypted = multipart_parts(to_bob.data)
+    blank = b"Content-Type: text/plain\r\n\r\n" + (b" " * 70 + b"\r\n") * 1000
+    refused(
+        rewrapped(to_bob, version, encrypted, blank), EmbeddedCiphertextError, tmp_path,
+        keys=[keyset.bob.secret],
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -1388,15 +1504,24 @@ def canonical(data: bytes) -> bytes:
     return re.sub(rb"\r?\n", b"\r\n", data)
 
 
+IN_MEMORY_ONLY = {
+    f"{TB}/eml/bob-enc-inline-nbsp-qp.eml": "inline PGP (a text/plain body that is armor)",
+}
+"""Corpus messages only the in-memory reader decrypts (the command line reads a message of
+up to 4 MiB in memory)."""
+
+
 @pytest.mark.parametrize("case", CASES, ids=_corpus_id)
 def test_corpus_message_reads_as_in_memory(
     case: Case, interop_dir: Path, corpus_engines: Engines, tmp_path: Path
 ) -> None:
     """Every PGP message of the shared corpus (see tests/interop/test_corpus_pgp.py): what
     securemail.pgp.decrypt reads, decrypt_stream reads to the same message (line ends
-    aside: the in-memory reader makes the whole entity CRLF) or refuses with a typed error;
-    what the in-memory reader refuses, decrypt_stream refuses too. Never an untyped error,
-    never a byte released with a refusal."""
+    aside: the in-memory reader makes the whole entity CRLF), the PGP/MIME that servers
+    rewrap (Exchange, Google Workspace, footer-adding gateways) included; only the shapes
+    in IN_MEMORY_ONLY it refuses, with a typed error. What the in-memory reader refuses,
+    decrypt_stream refuses too. Never an untyped error, never a byte released with a
+    refusal."""
     data = (interop_dir / case.path).read_bytes()
     if case.attached:
         data = attached_message(data, case.attached)
@@ -1411,8 +1536,11 @@ def test_corpus_message_reads_as_in_memory(
         result = streaming.decrypt_stream(
             io.BytesIO(data), sink, gnupg=engine, passphrase=passphrase, spool_dir=tmp_path
         )
-    except SecureMailError:
+    except SecureMailError as exc:
         assert sink.writes == []
+        if in_memory is not None:
+            assert case.path in IN_MEMORY_ONLY, f"decrypt_stream refused it: {exc}"
+            assert isinstance(exc, MalformedMessageError)
         return
     finally:
         assert list(tmp_path.iterdir()) == []
@@ -1580,6 +1708,21 @@ def test_cli_round_trip_restores_the_composed_message(workdir: Path) -> None:
     assert split_message(decrypted)[1] == split_message(plain)[1]
     assert restored_header(decrypted) == restored_header(plain)
     assert parse(decrypted).get_param("hp") == "cipher"
+
+
+def test_cli_decrypts_a_large_message_exchange_rewrapped(workdir: Path) -> None:
+    """Over the command line's in-memory limit, PGP/MIME that Exchange rewrapped (empty
+    text, version part, encrypted.asc in base64) streams to the same message."""
+    encrypted = (workdir / "encrypted.eml").read_bytes()
+    reference = Reference(Sealed(encrypted), b"")
+    version, _ = multipart_parts(encrypted)
+    exchange = rewrapped(reference, EMPTY_TEXT, version, exchange_data_part(reference))
+    assert len(exchange) > STREAM_THRESHOLD
+    direct = securemail(workdir, DECRYPT, encrypted)
+    done = securemail(workdir, DECRYPT, exchange)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    assert split_message(done.stdout)[1] == split_message(direct.stdout)[1]
+    assert restored_header(done.stdout) == restored_header(direct.stdout)
 
 
 def test_cli_damaged_message_leaves_no_output_file(workdir: Path) -> None:
