@@ -35,7 +35,12 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 
 from .. import payload, wire
-from ..errors import EmbeddedCiphertextError, MalformedMessageError, ToolError
+from ..errors import (
+    EmbeddedCiphertextError,
+    MalformedMessageError,
+    SizeLimitExceeded,
+    ToolError,
+)
 from ..pgp.gpg import (
     GnuPG,
     KeyInfo,
@@ -58,8 +63,9 @@ from ..pgp.mime import (
     split_blind,
     streamed_signature_result,
 )
+from ..pgp.mime import decrypt as decrypt_in_memory
 from ..policy import DEFAULT, Policy
-from .base import Data, Sink, Source, Writer, check_7bit
+from .base import CHUNK, Data, Sink, Source, Writer, check_7bit
 from .ber import Base64Source
 from .message import (
     RestoringSink,
@@ -509,10 +515,14 @@ def decrypt_stream(
     :func:`securemail.stream.openpgp_decrypt.decrypt_stream`). Protected headers are
     restored. PGP/MIME that a server rewrapped in multipart/mixed (Exchange, a gateway's
     footer) is read with the in-memory reader's rule: only empty text around the
-    ciphertext. Inline PGP is read by :func:`securemail.pgp.decrypt`, in memory.
+    ciphertext. Inline PGP (a text/plain body) is read in memory, up to the policy's
+    ``max_message_size``, by :func:`securemail.pgp.decrypt` (``size`` is then that of the
+    restored message).
     """
     header, body = read_header_section(source, prefix)
     outer = wire.entity(header)
+    if outer.content_type == "text/plain":
+        return _inline(header, body, sink, keys, passphrase, gnupg, policy)
     boundary = outer.params.get("boundary", "")
     if _is_pgp_mime(outer):
         part, fields = _pgp_mime(MultipartReader(body, boundary), lambda: None)
@@ -568,6 +578,40 @@ def decrypt_stream(
         protected_headers=restorer.protected,
         size=opened.size,
         signature=signature,
+    )
+
+
+def _inline(
+    header: bytes,
+    body: Source,
+    sink: Sink,
+    keys: Sequence[KeySource],
+    passphrase: Passphrase,
+    gnupg: GnuPG | None,
+    policy: Policy,
+) -> StreamDecryptResult:
+    """Inline PGP: a text body that is one armored message. Text bodies are small, so it
+    is read in memory (up to the policy's ``max_message_size``) and decrypted by
+    :func:`securemail.pgp.decrypt`, under its rules: no text around the armor (EFAIL), no
+    plaintext without a verified MDC."""
+    data = bytearray(header)
+    chunk = bytearray(CHUNK)
+    while count := body.readinto(chunk):
+        data += memoryview(chunk)[:count]
+        if len(data) > policy.max_message_size:
+            raise SizeLimitExceeded("message", policy.max_message_size)
+    opened = decrypt_in_memory(
+        bytes(data), keys=keys, passphrase=passphrase, gnupg=gnupg, policy=policy
+    )
+    sink.write(opened.data)
+    signature = opened.signature
+    return StreamDecryptResult(
+        authenticated=opened.authenticated,
+        content_cipher=opened.content_cipher,
+        recipient=opened.recipient,
+        protected_headers=opened.protected_headers,
+        size=len(opened.data),
+        signature=dataclasses.replace(signature, data=None) if signature is not None else None,
     )
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pki
 import pytest
-from interop.test_corpus_pgp import CASES, KEYSETS, TB, Case, Engines, attached_message
+from interop.test_corpus_pgp import CASES, KEYSETS, Case, Engines, attached_message
 from pgp.keys import (
     PASSPHRASE,
     GpgCli,
@@ -1171,6 +1171,35 @@ def test_message_without_mdc(keyset: KeySet, cli: GpgCli, tmp_path: Path) -> Non
         pgp.decrypt(data, keys=[keyset.bob.secret])
 
 
+def inline_message(armored: bytes) -> bytes:
+    """An inline-PGP message: a text/plain body that is ``armored``."""
+    return (
+        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: inline\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + armored
+    )
+
+
+def test_inline_pgp_as_in_memory(keyset: KeySet, cli: GpgCli, tmp_path: Path) -> None:
+    """A text body that is one armored message: read in memory, under the in-memory
+    reader's rules, and written to the sink."""
+    text = "Treffen um zwölf.\n".encode()
+    armored = cli.run("--armor", "--encrypt", "-r", keyset.bob.fingerprint, stdin=text).stdout
+    data = inline_message(armored)
+    released, result = stream_decrypt(data, keyset.bob, spool_dir=tmp_path)
+    in_memory = pgp.decrypt(data, keys=[keyset.bob.secret])
+    assert released == in_memory.data
+    assert parse(released).get_content() == text.decode().replace("\n", "\r\n")
+    assert result.recipient == in_memory.recipient == keyset.bob.fingerprint
+    assert result.content_cipher == in_memory.content_cipher
+    assert result.size == len(released)
+    # Text around the armor could be shown with the plaintext (EFAIL): refused.
+    around = inline_message(b"Click <a href='https://x/?\r\n" + armored)
+    refused(around, EmbeddedCiphertextError, tmp_path, keys=[keyset.bob.secret])
+    # Held in memory only up to the policy's limit.
+    small = DEFAULT.clone(max_message_size=len(data) - 1)
+    refused(data, SizeLimitExceeded, tmp_path, keys=[keyset.bob.secret], policy=small)
+
+
 def test_password_encrypted_message(keyset: KeySet, cli: GpgCli, tmp_path: Path) -> None:
     armored = gpg_message(cli, "--armor", "--symmetric", "--passphrase", PASSPHRASE)
     refused(
@@ -1504,13 +1533,6 @@ def canonical(data: bytes) -> bytes:
     return re.sub(rb"\r?\n", b"\r\n", data)
 
 
-IN_MEMORY_ONLY = {
-    f"{TB}/eml/bob-enc-inline-nbsp-qp.eml": "inline PGP (a text/plain body that is armor)",
-}
-"""Corpus messages only the in-memory reader decrypts (the command line reads a message of
-up to 4 MiB in memory)."""
-
-
 @pytest.mark.parametrize("case", CASES, ids=_corpus_id)
 def test_corpus_message_reads_as_in_memory(
     case: Case, interop_dir: Path, corpus_engines: Engines, tmp_path: Path
@@ -1518,10 +1540,9 @@ def test_corpus_message_reads_as_in_memory(
     """Every PGP message of the shared corpus (see tests/interop/test_corpus_pgp.py): what
     securemail.pgp.decrypt reads, decrypt_stream reads to the same message (line ends
     aside: the in-memory reader makes the whole entity CRLF), the PGP/MIME that servers
-    rewrap (Exchange, Google Workspace, footer-adding gateways) included; only the shapes
-    in IN_MEMORY_ONLY it refuses, with a typed error. What the in-memory reader refuses,
-    decrypt_stream refuses too. Never an untyped error, never a byte released with a
-    refusal."""
+    rewrap (Exchange, Google Workspace, footer-adding gateways) and inline PGP included.
+    What the in-memory reader refuses, decrypt_stream refuses too, with a typed error.
+    Never an untyped error, never a byte released with a refusal."""
     data = (interop_dir / case.path).read_bytes()
     if case.attached:
         data = attached_message(data, case.attached)
@@ -1538,9 +1559,7 @@ def test_corpus_message_reads_as_in_memory(
         )
     except SecureMailError as exc:
         assert sink.writes == []
-        if in_memory is not None:
-            assert case.path in IN_MEMORY_ONLY, f"decrypt_stream refused it: {exc}"
-            assert isinstance(exc, MalformedMessageError)
+        assert in_memory is None, f"decrypt_stream refused what the in-memory reader reads: {exc}"
         return
     finally:
         assert list(tmp_path.iterdir()) == []
@@ -1723,6 +1742,22 @@ def test_cli_decrypts_a_large_message_exchange_rewrapped(workdir: Path) -> None:
     assert done.returncode == 0 and done.stderr == b"", done.stderr
     assert split_message(done.stdout)[1] == split_message(direct.stdout)[1]
     assert restored_header(done.stdout) == restored_header(direct.stdout)
+
+
+def test_cli_decrypts_a_large_inline_pgp_message(
+    workdir: Path, cli: GpgCli, keyset: KeySet
+) -> None:
+    """Over the command line's in-memory limit, an inline-PGP message is still read (in
+    memory, up to the policy's limit) rather than refused for not being PGP/MIME."""
+    text = (workdir / "body.txt").read_bytes() * (STREAM_THRESHOLD // 40)
+    armored = cli.run(
+        "--armor", "--compress-algo", "none", "--encrypt", "-r", keyset.bob.fingerprint, stdin=text
+    ).stdout
+    data = inline_message(armored)
+    assert len(data) > STREAM_THRESHOLD
+    done = securemail(workdir, DECRYPT, data)
+    assert done.returncode == 0 and done.stderr == b"", done.stderr
+    assert parse(done.stdout).get_content() == text.decode().replace("\n", "\r\n")
 
 
 def test_cli_damaged_message_leaves_no_output_file(workdir: Path) -> None:
