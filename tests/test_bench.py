@@ -16,6 +16,7 @@ import pytest
 EXPECTED = [
     "S/MIME encrypt AES-256-GCM",
     "S/MIME encrypt GCM, binary inside",
+    "S/MIME encrypt GCM, openssl given the MIME message",
     "S/MIME encrypt AES-256-CBC",
     "S/MIME decrypt AES-256-GCM",
     "S/MIME decrypt GCM, binary inside",
