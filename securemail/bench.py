@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from email.message import EmailMessage
 from pathlib import Path
 from typing import TypedDict
 
@@ -56,6 +57,9 @@ class Case:
     prepare: Callable[[], None] | None = None
     """Run once, untimed, before the repetitions (makes the message a decrypt case reads,
     when outputs are discarded)."""
+    peer_input: Callable[[], None] | None = None
+    """Run once, untimed, before the repetitions when the peer runs: makes an input only
+    the peer reads."""
     scratch: tuple[Path, ...] = ()
     """Outputs no later case reads: deleted after each run, so that a RAM disk holds the
     input, the messages the decrypt cases read and one output at a time (at 1 GiB the
@@ -126,51 +130,47 @@ def _worker(argv: Sequence[str]) -> int:
     from .stream.mime import StreamedAttachment
     from .stream.threads import BackgroundSink, read_ahead
 
+    def bench_message(source: str, to: str) -> tuple[EmailMessage, StreamedAttachment]:
+        """The message every case sends: a line of text, and the file attached."""
+        message = (
+            MessageBuilder()
+            .from_addr("alice@example.com")
+            .to(to)
+            .subject("benchmark")
+            .text("The file is attached.")
+            .build()
+        )
+        return message, StreamedAttachment(source, content_type="application/octet-stream")
+
     operation, *paths = argv
     binary = operation.endswith("-binary")
     operation = operation.removesuffix("-binary")
     policy = DEFAULT.clone(max_stream_size=1 << 45, binary_attachments=binary)
     if operation in ("smime-encrypt-gcm", "smime-encrypt-cbc", "smime-sign"):
         source, output, cert, key = paths
-        message = (
-            MessageBuilder()
-            .from_addr("alice@example.com")
-            .to("bob@example.com")
-            .subject("benchmark")
-            .text("The file is attached.")
-            .build()
-        )
-        attachment = StreamedAttachment(source, content_type="application/octet-stream")
+        message, attachment = bench_message(source, "bob@example.com")
         # The encrypting stack writes from a worker thread of its own (its base64 layer):
         # a writer thread more would only take turns at the GIL from it.
-        with open(output, "wb", buffering=0) as sink:
+        with open(output, "wb", buffering=0) as out:
             if operation == "smime-sign":
                 identity = load_identity(key, cert)
-                stream_smime.sign(sink, message, identity, attachments=[attachment], policy=policy)
+                stream_smime.sign(out, message, identity, attachments=[attachment], policy=policy)
             else:
                 # Only the certificate, as openssl reads only it: loading (and checking) the
                 # private key would add 40 ms that the peer does not pay.
                 gcm = operation.endswith("gcm")
                 recipient = Recipient(load_certificate(cert), capabilities=MODERN if gcm else None)
                 stream_smime.encrypt(
-                    sink, message, [recipient], attachments=[attachment], policy=policy
+                    out, message, [recipient], attachments=[attachment], policy=policy
                 )
         return 0
     if operation == "compose":
         from .stream.mime import write_message
 
         source, output = paths
-        message = (
-            MessageBuilder()
-            .from_addr("alice@example.com")
-            .to("bob@example.com")
-            .subject("benchmark")
-            .text("The file is attached.")
-            .build()
-        )
-        attachment = StreamedAttachment(source, content_type="application/octet-stream")
-        with open(output, "wb") as sink:
-            write_message(sink, message, [attachment])
+        message, attachment = bench_message(source, "bob@example.com")
+        with open(output, "wb") as composed:
+            write_message(composed, message, [attachment])
         return 0
     if operation == "smime-decrypt":
         source, output, cert, key = paths
@@ -193,15 +193,7 @@ def _worker(argv: Sequence[str]) -> int:
         from .stream import pgp as stream_pgp
 
         source, output, home, address = paths
-        message = (
-            MessageBuilder()
-            .from_addr("alice@example.com")
-            .to(address)
-            .subject("benchmark")
-            .text("The file is attached.")
-            .build()
-        )
-        attachment = StreamedAttachment(source, content_type="application/octet-stream")
+        message, attachment = bench_message(source, address)
         with (
             GnuPG(home) as engine,
             open(output, "wb", buffering=0) as raw,
@@ -295,7 +287,7 @@ def _smime_cases(work: Path, data: Path, discard: bool = False) -> list[Case]:
                 str(cert),
             ],
             "(informative: the same job for both)",
-            prepare=lambda: _prepare([*me, "compose", str(data), str(composed)]),
+            peer_input=lambda: _prepare([*me, "compose", str(data), str(composed)]),
             scratch=kept(peer_gcm),
         ),
         Case(
@@ -508,6 +500,8 @@ def run_benchmark(
         for case in chosen:
             if case.prepare is not None:
                 case.prepare()
+            if peers and case.peer_input is not None:
+                case.peer_input()
         return _measure(chosen, size, repeat, peers=peers)
     finally:
         for case in chosen:
