@@ -8,11 +8,14 @@ import contextlib
 import fcntl
 import os
 import random
+import re
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from pathlib import Path
+from typing import Protocol, TypeVar
 
+from securemail.errors import SecureMailError
 from securemail.stream.base import Data, Sink, Source
 
 MiB = 1024 * 1024
@@ -144,3 +147,42 @@ def decrypted_from_pipe(produce: Callable[[Sink], object], decrypt: Callable[[So
             thread.join()
             if failures:
                 raise AssertionError("the encrypting thread failed") from failures[0]
+
+
+class _Read(Protocol):
+    @property
+    def data(self) -> bytes: ...
+
+
+R = TypeVar("R", bound=_Read)
+S = TypeVar("S")
+
+
+def canonical(data: bytes) -> bytes:
+    """Line ends as CRLF (the in-memory readers make the whole entity CRLF)."""
+    return re.sub(rb"\r?\n", b"\r\n", data)
+
+
+def as_in_memory(
+    in_memory: Callable[[], R], streamed: Callable[[Sink], S], spool: Path
+) -> tuple[R, S] | None:
+    """Read one message with an in-memory reader and with its streaming counterpart: both
+    read it, to the same message (line ends aside), or both refuse it, the streaming one
+    with a typed error, writing nothing and leaving nothing in ``spool``. The two results
+    when both read it; None when both refused."""
+    try:
+        whole: R | None = in_memory()
+    except SecureMailError:
+        whole = None
+    sink = RecordingSink()
+    try:
+        result = streamed(sink)
+    except SecureMailError as exc:
+        assert sink.writes == []
+        assert whole is None, f"the streaming reader refused what the in-memory one reads: {exc}"
+        return None
+    finally:
+        assert list(spool.iterdir()) == []
+    assert whole is not None, "the streaming reader released what the in-memory one refuses"
+    assert canonical(sink.data) == canonical(whole.data)
+    return whole, result

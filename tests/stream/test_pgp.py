@@ -70,7 +70,7 @@ from securemail.errors import (
 )
 from securemail.pgp.gpg import GnuPG
 from securemail.policy import DEFAULT
-from securemail.results import DecryptResult, SignatureStatus
+from securemail.results import SignatureStatus
 from securemail.stream import pgp as streaming
 from securemail.stream.base import Sink, Source
 from securemail.stream.message import LEGACY_DISPLAY_LIMIT, StreamDecryptResult
@@ -84,6 +84,8 @@ from stream.helpers import (
     PatternSource,
     RecordingSink,
     TrickleSource,
+    as_in_memory,
+    canonical,
     decrypted_from_pipe,
     noise,
     open_fds,
@@ -1529,10 +1531,6 @@ def _corpus_id(case: Case) -> str:
     return f"{case.path}{f'#{case.attached}' if case.attached else ''}~{case.keys}"
 
 
-def canonical(data: bytes) -> bytes:
-    return re.sub(rb"\r?\n", b"\r\n", data)
-
-
 @pytest.mark.parametrize("case", CASES, ids=_corpus_id)
 def test_corpus_message_reads_as_in_memory(
     case: Case, interop_dir: Path, corpus_engines: Engines, tmp_path: Path
@@ -1548,23 +1546,16 @@ def test_corpus_message_reads_as_in_memory(
         data = attached_message(data, case.attached)
     engine = corpus_engines.get(case.keys)
     passphrase = KEYSETS[case.keys].passphrase
-    try:
-        in_memory: DecryptResult | None = pgp.decrypt(data, gnupg=engine, passphrase=passphrase)
-    except SecureMailError:
-        in_memory = None
-    sink = RecordingSink()
-    try:
-        result = streaming.decrypt_stream(
+    both = as_in_memory(
+        lambda: pgp.decrypt(data, gnupg=engine, passphrase=passphrase),
+        lambda sink: streaming.decrypt_stream(
             io.BytesIO(data), sink, gnupg=engine, passphrase=passphrase, spool_dir=tmp_path
-        )
-    except SecureMailError as exc:
-        assert sink.writes == []
-        assert in_memory is None, f"decrypt_stream refused what the in-memory reader reads: {exc}"
+        ),
+        tmp_path,
+    )
+    if both is None:
         return
-    finally:
-        assert list(tmp_path.iterdir()) == []
-    assert in_memory is not None, "decrypt_stream released what securemail.pgp.decrypt refuses"
-    assert canonical(sink.data) == canonical(in_memory.data)
+    in_memory, result = both
     # A signature made with the encryption: the same verdict, for the same reason.
     ours, theirs = result.signature, in_memory.signature
     assert (ours is None) == (theirs is None)

@@ -29,6 +29,9 @@ import pki
 import pytest
 from asn1crypto import cms
 from cryptography import x509
+from interop.test_corpus_smime import CASES as CORPUS_CASES
+from interop.test_corpus_smime import Case as CorpusCase
+from interop.test_corpus_smime import _keys as corpus_keys
 from interop.tools import OpenSSL, Workspace
 
 from securemail import smime, wire
@@ -63,6 +66,7 @@ from stream.helpers import (
     MiB,
     PatternSource,
     RecordingSink,
+    as_in_memory,
     decrypted_from_pipe,
     noise,
     open_fds,
@@ -829,6 +833,40 @@ def test_decrypt_stream_removes_legacy_display_of_a_large_message(
     assert plain_text(message) == TEXT
     assert [p.get_content() for p in message.iter_attachments()] == [attachment]
     assert max(len(w) for w in sink.writes) < 2 * LEGACY_DISPLAY_LIMIT, "held whole"
+
+
+def _corpus_id(case: CorpusCase) -> str:
+    return case.path + ("+weak" if case.weak else "")
+
+
+@pytest.mark.parametrize("case", CORPUS_CASES, ids=_corpus_id)
+def test_corpus_message_decrypts_as_in_memory(
+    case: CorpusCase, interop_dir: Path, tmp_path: Path
+) -> None:
+    """Every S/MIME message of the shared corpus (see tests/interop/test_corpus_smime.py:
+    NSS, Outlook, Thunderbird, OpenSSL, the RFC 4134 and LAMPS examples): what
+    securemail.smime.decrypt reads, decrypt_stream reads to the same message (line ends
+    aside), with the same cipher; what the in-memory reader refuses, decrypt_stream refuses
+    too, with a typed error, writing nothing and leaving no spool file."""
+    identity, _ = corpus_keys(case.keys)
+    data = (interop_dir / case.path).read_bytes()
+    policy = DEFAULT.clone(allow_weak_algorithms=case.weak)
+    both = as_in_memory(
+        lambda: smime.decrypt(data, identity, policy=policy),
+        lambda sink: streaming.decrypt_stream(
+            io.BytesIO(data), sink, identity, policy=policy, spool_dir=tmp_path
+        ),
+        tmp_path,
+    )
+    if both is not None:
+        in_memory, result = both
+        assert result.content_cipher == in_memory.content_cipher
+        assert result.authenticated == in_memory.authenticated
+
+
+def test_the_corpus_has_encrypted_messages() -> None:
+    """The cross-check above reads messages that decrypt, not only refusals."""
+    assert sum(c.expect.startswith("decrypted") for c in CORPUS_CASES) >= 25
 
 
 # === 5. damaged streams: typed error, nothing released, nothing left ============================
