@@ -264,7 +264,8 @@ def split_blind(
 # --- reading -------------------------------------------------------------------------------------
 
 
-def _is_encrypted(entity: wire.Entity) -> bool:
+def is_encrypted(entity: wire.Entity) -> bool:
+    """Is ``entity`` PGP/MIME multipart/encrypted (RFC 3156 4)?"""
     return entity.content_type == "multipart/encrypted" and (
         entity.params.get("protocol") == "application/pgp-encrypted"
     )
@@ -339,16 +340,18 @@ def _mangled_payload(entity: wire.Entity) -> bytes | None:
     it can be shown with its plaintext (EFAIL); anything more is refused."""
     if entity.content_type != "multipart/mixed":
         return None
-    children = [c for c in wire.parts(entity) if not _empty_text(c)]
+    children = [c for c in wire.parts(entity) if not empty_text(c)]
     types = [c.content_type for c in children]
     if types == ["application/pgp-encrypted", "application/octet-stream"]:
         return _payload_of(*children)
-    if len(children) == 1 and _is_encrypted(children[0]):
+    if len(children) == 1 and is_encrypted(children[0]):
         return _encrypted_payload(children[0])
     return None
 
 
-def _empty_text(entity: wire.Entity) -> bool:
+def empty_text(entity: wire.Entity) -> bool:
+    """A text part with nothing to show (blank lines, a ``--`` signature separator): what
+    is tolerated around PGP/MIME that a server rewrapped."""
     if entity.content_type != "text/plain":
         return False
     return not re.sub(rb"[\s-]", b"", wire.decode_body(entity))
@@ -363,19 +366,29 @@ def _encrypted_payload(entity: wire.Entity) -> bytes:
 
 
 def _payload_of(version: wire.Entity, data: wire.Entity) -> bytes:
+    check_version_part(version)
+    check_data_part(data)
+    return _clean_armor(wire.decode_body(data))
+
+
+def check_version_part(version: wire.Entity) -> None:
+    """The first part of PGP/MIME: application/pgp-encrypted, ``Version: 1`` (RFC 3156 4)."""
     if version.content_type != "application/pgp-encrypted":
         raise MalformedMessageError("the first part of PGP/MIME must be application/pgp-encrypted")
     if not re.search(rb"(?mi)^Version:[ \t]*1[ \t\r]*$", wire.decode_body(version)):
         raise MalformedMessageError("unsupported PGP/MIME version (only 'Version: 1')")
+
+
+def check_data_part(data: wire.Entity) -> None:
+    """The second part of PGP/MIME: application/octet-stream (RFC 3156 4)."""
     if data.content_type != "application/octet-stream":
         raise MalformedMessageError("the second part of PGP/MIME must be application/octet-stream")
-    return _clean_armor(wire.decode_body(data))
 
 
 def _encrypted_parts(entity: wire.Entity) -> bool:
     """Does an encrypted PGP part, or an armored message, sit in ``entity`` or below it?"""
     return _armored_anywhere(entity) or any(
-        _is_encrypted(e) or _armored_anywhere(e) for e in wire.walk(entity)
+        is_encrypted(e) or _armored_anywhere(e) for e in wire.walk(entity)
     )
 
 
@@ -398,7 +411,7 @@ def decrypt(
     outer = wire.entity(data)
     inline = _inline_block(outer, _ARMORED_MESSAGE)
     mangled = _mangled_payload(outer)
-    if _is_encrypted(outer):
+    if is_encrypted(outer):
         ciphertext = _encrypted_payload(outer)
     elif mangled is not None:
         ciphertext = mangled
@@ -611,7 +624,7 @@ def read(
             entity = wire.entity(data)
             armored = _inline_block(entity, _ARMORED_MESSAGE)
             if (
-                _is_encrypted(entity)
+                is_encrypted(entity)
                 or _mangled_payload(entity) is not None
                 or (armored is not None and not _signed_only(armored[0]))
             ):

@@ -14,7 +14,7 @@ from typing import Protocol, Self
 
 from ..errors import AlreadyFinalized, InputError
 
-__all__ = ["CHUNK", "Data", "Sink", "Source", "Writer", "check_7bit"]
+__all__ = ["CHUNK", "Data", "Sink", "Source", "Writer", "check_7bit", "read_at_most"]
 
 Data = bytes | bytearray | memoryview
 
@@ -29,6 +29,18 @@ def check_7bit(data: Data) -> None:
     them (8-bit to 7-bit conversion) and break the signature."""
     if not (data if isinstance(data, bytes | bytearray) else bytes(data)).isascii():
         raise InputError("a signed part must be 7-bit; encode 8-bit content first")
+
+
+def read_at_most(source: Source, limit: int) -> bytes | None:
+    """All of ``source`` if it holds at most ``limit`` bytes; None as soon as it holds more
+    (what is small is held in memory, what is not is never read whole)."""
+    data = bytearray()
+    chunk = bytearray(min(limit + 1, CHUNK))
+    while count := source.readinto(chunk):
+        data += memoryview(chunk)[:count]
+        if len(data) > limit:
+            return None
+    return bytes(data)
 
 
 class Sink(Protocol):

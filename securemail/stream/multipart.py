@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from .. import wire
 from ..errors import MalformedMessageError
-from .base import CHUNK, Source
+from .base import CHUNK, Source, read_at_most
+from .message import MAX_HEADER_SECTION  # also the longest preamble read
 
-__all__ = ["MultipartReader", "Part"]
+__all__ = ["MAX_HEADER_SECTION", "MultipartReader", "Part"]
 
-MAX_HEADER_SECTION = 1024 * 1024
-"""The longest preamble and part header section read (the body is where the data is)."""
 _MAX_PADDING = 1024
 """White space accepted after a boundary on its line."""
 
@@ -46,13 +45,7 @@ class Part:
     def read_all(self, limit: int) -> bytes | None:
         """The whole body if it is at most ``limit`` bytes; None if it is larger (its rest is
         skipped by the next :meth:`MultipartReader.next_part`)."""
-        data = bytearray()
-        chunk = bytearray(min(limit + 1, CHUNK))
-        while count := self.readinto(chunk):
-            data += memoryview(chunk)[:count]
-            if len(data) > limit:
-                return None
-        return bytes(data)
+        return read_at_most(self, limit)
 
 
 class MultipartReader:
@@ -109,11 +102,12 @@ class MultipartReader:
         self._buffer += memoryview(self._chunk)[:count]
         return True
 
-    def _delimiter(self, start: int = 0) -> tuple[int, int, bool] | int | None:
-        """The first delimiter in the buffer from ``start``: (where the part before it ends,
-        where the line after it starts, whether it closes); or the position of a possible
-        delimiter that more data must decide; or None."""
+    def _delimiter(self) -> tuple[int, int, bool] | int | None:
+        """The first delimiter in the buffer: (where the part before it ends, where the
+        line after it starts, whether it closes); or the position of a possible delimiter
+        that more data must decide; or None."""
         buffer, marker = self._buffer, self._marker
+        start = 0
         while (found := buffer.find(marker, start)) >= 0:
             end = found - 1 if found and buffer[found - 1] == 0x0D else found
             at = found + len(marker)
@@ -204,7 +198,6 @@ class MultipartReader:
                 del self._buffer[:count]
                 return count
             if self._eof:
-                self._buffer.clear()
                 self._end_part(close=False)  # no close delimiter: tolerated
                 self._done = True
                 return 0

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 
 from .. import payload, wire
@@ -53,9 +52,13 @@ from ..pgp.mime import (
     SIGNED_PREAMBLE,
     KeySource,
     Selector,
+    check_data_part,
+    check_version_part,
     choose_recipients,
+    empty_text,
     encrypted_content_type,
     encrypted_frame,
+    is_encrypted,
     open_engine,
     signature_part,
     signed_content_type,
@@ -65,7 +68,7 @@ from ..pgp.mime import (
 )
 from ..pgp.mime import decrypt as decrypt_in_memory
 from ..policy import DEFAULT, Policy
-from .base import CHUNK, Data, Sink, Source, Writer, check_7bit
+from .base import Data, Sink, Source, Writer, check_7bit, read_at_most
 from .ber import Base64Source
 from .message import (
     RestoringSink,
@@ -432,33 +435,22 @@ def _pgp_mime_parts(
     control = _small(version) if version is not None else None
     if version is None or control is None:
         raise MalformedMessageError("multipart/encrypted must have exactly two parts")
-    control_entity = wire.entity(control)
-    if control_entity.content_type != "application/pgp-encrypted":
-        raise MalformedMessageError("the first part of PGP/MIME must be application/pgp-encrypted")
-    if not re.search(rb"(?mi)^Version:[ \t]*1[ \t\r]*$", wire.decode_body(control_entity)):
-        raise MalformedMessageError("unsupported PGP/MIME version (only 'Version: 1')")
+    check_version_part(wire.entity(control))
     data = reader.next_part()
     if data is None:
         raise MalformedMessageError("multipart/encrypted must have exactly two parts")
     fields = wire.entity(data.header)
-    if fields.content_type != "application/octet-stream":
-        raise MalformedMessageError("the second part of PGP/MIME must be application/octet-stream")
+    check_data_part(fields)
     return _Then(data, then), fields
 
 
-def _is_pgp_mime(entity: wire.Entity) -> bool:
-    return entity.content_type == "multipart/encrypted" and (
-        entity.params.get("protocol") == "application/pgp-encrypted"
-    )
-
-
 def _empty_text(part: Part, fields: wire.Entity) -> bool:
-    """An empty text part (blank lines, a ``--`` signature separator), as the in-memory
-    reader tolerates around mangled PGP/MIME; a large body is not read (and not empty)."""
+    """:func:`~securemail.pgp.mime.empty_text` for a part read from a stream: a body too
+    large to read whole is not empty."""
     if fields.content_type != "text/plain":
         return False
     whole = _small(part)
-    return whole is not None and not re.sub(rb"[\s-]", b"", wire.decode_body(wire.entity(whole)))
+    return whole is not None and empty_text(wire.entity(whole))
 
 
 def _mangled(reader: MultipartReader) -> tuple[Source, wire.Entity]:
@@ -477,14 +469,14 @@ def _mangled(reader: MultipartReader) -> tuple[Source, wire.Entity]:
         fields = wire.entity(part.header)
         if fields.content_type == "application/pgp-encrypted":
             return _pgp_mime_parts(part, reader, rest_empty)
-        if _is_pgp_mime(fields):
+        if is_encrypted(fields):
             return _pgp_mime(MultipartReader(part, fields.params.get("boundary", "")), rest_empty)
         if not _empty_text(part, fields):
             break
     # Not PGP/MIME: refused as in memory, as embedded ciphertext if a PGP part follows.
     while (part := reader.next_part()) is not None:
         fields = wire.entity(part.header)
-        if fields.content_type == "application/pgp-encrypted" or _is_pgp_mime(fields):
+        if fields.content_type == "application/pgp-encrypted" or is_encrypted(fields):
             raise EmbeddedCiphertextError()
     raise MalformedMessageError(_NOT_PGP_MIME)
 
@@ -524,7 +516,7 @@ def decrypt_stream(
     if outer.content_type == "text/plain":
         return _inline(header, body, sink, keys, passphrase, gnupg, policy)
     boundary = outer.params.get("boundary", "")
-    if _is_pgp_mime(outer):
+    if is_encrypted(outer):
         part, fields = _pgp_mime(MultipartReader(body, boundary), lambda: None)
     elif outer.content_type == "multipart/mixed":
         part, fields = _mangled(MultipartReader(body, boundary))
@@ -594,14 +586,11 @@ def _inline(
     is read in memory (up to the policy's ``max_message_size``) and decrypted by
     :func:`securemail.pgp.decrypt`, under its rules: no text around the armor (EFAIL), no
     plaintext without a verified MDC."""
-    data = bytearray(header)
-    chunk = bytearray(CHUNK)
-    while count := body.readinto(chunk):
-        data += memoryview(chunk)[:count]
-        if len(data) > policy.max_message_size:
-            raise SizeLimitExceeded("message", policy.max_message_size)
+    text = read_at_most(body, max(0, policy.max_message_size - len(header)))
+    if text is None:
+        raise SizeLimitExceeded("message", policy.max_message_size)
     opened = decrypt_in_memory(
-        bytes(data), keys=keys, passphrase=passphrase, gnupg=gnupg, policy=policy
+        header + text, keys=keys, passphrase=passphrase, gnupg=gnupg, policy=policy
     )
     sink.write(opened.data)
     signature = opened.signature
